@@ -1,0 +1,294 @@
+"""The one config model. The TOML file, environment overrides, a shadow delta, a config-update job
+and SIGHUP all pass through ``load``/``validate`` here, so every path rejects the same bad input
+with the same message and applies the same result."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from drivers import registry
+
+ENV_PREFIX = "METHANE_AGENT__"
+SENSOR_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+THING_NAME = r"^[a-zA-Z0-9:_-]{1,128}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DeviceConfig(_Section):
+    thing_name: Annotated[str, Field(pattern=THING_NAME)] | None = Field(
+        None, description="IoT thing name; taken from the identity file when provisioned"
+    )
+    site_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "site-1"
+
+
+class ConnectionConfig(_Section):
+    endpoint: str = Field("", description="IoT Core ATS data endpoint; empty = run offline (spool only)")
+    port: int = Field(8883, ge=1, le=65535)
+    ca_file: Path | None = Field(None, description="CA bundle; None = system trust store")
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_id: str | None = Field(None, max_length=128, description="default: the thing name")
+    keep_alive_s: int = Field(60, ge=30, le=1200, description="MQTT keep-alive; IoT Core clamps to 30..1200")
+    min_reconnect_delay_ms: int = Field(1000, ge=100, le=600_000)
+    max_reconnect_delay_ms: int = Field(120_000, ge=1000, le=3_600_000)
+    connect_timeout_ms: int = Field(10_000, ge=1000, le=120_000)
+    iot_core_limits: bool = Field(
+        True, description="client-side flow control at IoT Core's 100 publishes/s and 512 KiB/s"
+    )
+
+    @model_validator(mode="after")
+    def _reconnect_bounds(self) -> ConnectionConfig:
+        if self.min_reconnect_delay_ms > self.max_reconnect_delay_ms:
+            raise ValueError("min_reconnect_delay_ms must not exceed max_reconnect_delay_ms")
+        return self
+
+
+class AlarmConfig(_Section):
+    quantity: str = Field("methane", description="which quantity of the sensor the alarm watches")
+    high: float | None = Field(None, description="alarm when value >= high")
+    low: float | None = Field(None, description="alarm when value <= low")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AlarmConfig:
+        if self.high is not None and self.low is not None and self.low >= self.high:
+            raise ValueError("low must be below high")
+        return self
+
+
+class SensorConfig(_Section):
+    id: Annotated[str, Field(pattern=SENSOR_ID)]
+    driver: str
+    enabled: bool = True
+    interval_s: float = Field(1.0, ge=0.01, le=86_400, description="sampling interval, monotonic clock")
+    settings: dict[str, Any] = Field(default_factory=dict, description="driver-specific, validated by the driver")
+    alarms: list[AlarmConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _driver_settings(self) -> SensorConfig:
+        try:
+            model = registry.settings_model(self.driver)
+        except registry.UnknownDriverError as exc:
+            raise ValueError(str(exc.args[0])) from None
+        # Validate now so a bad setting is reported at load time with its key path.
+        try:
+            model.model_validate(self.settings)
+        except ValidationError as exc:
+            first = errors_of(exc)
+            raise ValueError("; ".join(f"settings.{path}: {reason}" for path, reason in first)) from None
+        return self
+
+    def driver_settings(self) -> Any:
+        return registry.settings_model(self.driver).model_validate(self.settings)
+
+
+class SpoolConfig(_Section):
+    path: Path | None = Field(None, description="SQLite file; default <state_dir>/spool.db")
+    max_bytes: int = Field(256 * 1024 * 1024, ge=64 * 1024, description="byte budget of unsent readings")
+    min_free_disk_bytes: int = Field(
+        200 * 1024 * 1024, ge=0, description="keep this much free on the file system for the OS and logs"
+    )
+    commit_interval_s: float = Field(1.0, gt=0, le=60, description="group commit: at most this long in RAM")
+    synchronous: Literal["NORMAL", "FULL"] = Field(
+        "NORMAL", description="SQLite synchronous level; FULL also survives power loss of the last commit"
+    )
+
+
+class UplinkConfig(_Section):
+    topic: str = Field("dt/methane/{site}/{thing}/telemetry", description="placeholders: {site} {thing}")
+    encoding: Literal["json", "compact"] = "compact"
+    batch_max_bytes: int = Field(
+        5120, ge=256, le=128 * 1024, description="payload+topic budget; 5120 fills one billed IoT Core unit"
+    )
+    batch_max_age_s: float = Field(60.0, ge=0.1, le=3600, description="send a partial batch after this long")
+    max_inflight: int = Field(8, ge=1, le=100, description="batches awaiting PUBACK at once")
+    ack_timeout_s: float = Field(30.0, ge=1, le=600)
+    retry_max_delay_s: float = Field(60.0, ge=1, le=3600)
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        if any(c in v for c in "+#\x00"):
+            raise ValueError("topic must not contain wildcards or NUL")
+        try:
+            v.format(site="s", thing="t")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"unknown placeholder in topic: {exc}") from None
+        return v
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["logfmt", "json"] = "logfmt"
+
+
+class AgentConfig(_Section):
+    state_dir: Path = Field(Path("/var/lib/methane-agent"), description="spool, identity, status socket")
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    connection: ConnectionConfig = Field(default_factory=ConnectionConfig)
+    sensors: list[SensorConfig] = Field(default_factory=list)
+    spool: SpoolConfig = Field(default_factory=SpoolConfig)
+    uplink: UplinkConfig = Field(default_factory=UplinkConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _unique_sensor_ids(self) -> AgentConfig:
+        seen: set[str] = set()
+        for s in self.sensors:
+            if s.id in seen:
+                raise ValueError(f"duplicate sensor id {s.id!r}")
+            seen.add(s.id)
+        return self
+
+    @property
+    def spool_path(self) -> Path:
+        return self.spool.path or self.state_dir / "spool.db"
+
+    @property
+    def status_socket(self) -> Path:
+        return self.state_dir / "status.sock"
+
+    def digest(self) -> str:
+        """Stable hash of the effective config, reported so the cloud can see what is applied."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class ConfigError(Exception):
+    """Invalid configuration. ``errors`` lists (key path, reason), ready to print."""
+
+    def __init__(self, source: str, errors: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.errors = errors
+        lines = "\n".join(f"  {path}: {reason}" for path, reason in errors)
+        super().__init__(f"invalid configuration in {source}:\n{lines}")
+
+
+_NESTED = re.compile(r"(settings(?:\.[\w\[\]]+)*): (.*?)(?:; (?=settings)|$)")
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for p in loc:
+        if isinstance(p, int):
+            parts.append(f"[{p}]")
+        else:
+            parts.append(("." if parts else "") + str(p))
+    return "".join(parts) or "<root>"
+
+
+def errors_of(exc: ValidationError) -> list[tuple[str, str]]:
+    out = []
+    for e in exc.errors(include_url=False):
+        # Drop pydantic's internal model-validator location parts like "function-after[...]".
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p))
+        msg = e["msg"].removeprefix("Value error, ")
+        path = _key_path(loc)
+        nested = _NESTED.findall(msg)
+        if nested:  # a sub-model's errors (driver settings) carry their own key paths
+            out.extend((f"{path}.{sub}", reason) for sub, reason in nested)
+        else:
+            out.append((path, msg))
+    return out
+
+
+def _set_path(data: dict[str, Any], path: list[str], raw: str) -> None:
+    node: Any = data
+    for part in path[:-1]:
+        if isinstance(node, list):
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {})
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    if isinstance(node, list):
+        node[int(path[-1])] = value
+    else:
+        node[path[-1]] = value
+
+
+def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """``METHANE_AGENT__UPLINK__ENCODING=json`` overrides ``uplink.encoding``; values are JSON when
+    they parse as JSON (numbers, booleans, lists), else strings. ``SENSORS__0__INTERVAL_S`` indexes
+    lists."""
+    for key, raw in sorted(environ.items()):
+        if not key.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
+        if not path:
+            continue
+        try:
+            _set_path(data, path, raw)
+        except (IndexError, ValueError, TypeError, AttributeError):
+            raise ConfigError(f"environment variable {key}", [(".".join(path), "no such list entry")]) from None
+    return data
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Relative paths in the file are relative to the file's folder, as a field engineer expects."""
+
+    def fix(section: Any, key: str) -> None:
+        if isinstance(section, dict) and isinstance(section.get(key), str):
+            p = Path(section[key])
+            if not p.is_absolute():
+                section[key] = str(base / p)
+
+    fix(data, "state_dir")
+    for k in ("ca_file", "cert_file", "key_file"):
+        fix(data.get("connection"), k)
+    fix(data.get("spool"), "path")
+
+
+def validate(data: Mapping[str, Any], source: str = "config") -> AgentConfig:
+    try:
+        return AgentConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(source, errors_of(exc)) from None
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(str(path), [("<file>", "file not found")]) from None
+    except PermissionError:
+        raise ConfigError(str(path), [("<file>", "permission denied")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [("<toml>", str(exc))]) from None
+    _resolve_paths(data, path.resolve().parent)
+    return data
+
+
+def load(path: Path, environ: Mapping[str, str] | None = None) -> AgentConfig:
+    data = apply_env(read_file(path), os.environ if environ is None else environ)
+    return validate(data, str(path))
+
+
+def merge_patch(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7386 JSON merge patch (null deletes, objects merge, everything else replaces): the shape of
+    a shadow delta and of a config-update job."""
+    out = dict(base)
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = merge_patch(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
