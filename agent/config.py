@@ -189,7 +189,7 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
 
 
 def errors_of(exc: ValidationError) -> list[tuple[str, str]]:
-    out = []
+    out: list[tuple[str, str]] = []
     for e in exc.errors(include_url=False):
         # Drop pydantic's internal model-validator location parts like "function-after[...]".
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p))

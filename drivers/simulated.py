@@ -13,13 +13,14 @@ from drivers.base import SIMULATED, DriverSettings, Measurement
 
 Channel = Literal["methane", "temperature", "humidity", "pressure"]
 
+ALL_CHANNELS: tuple[Channel, ...] = ("methane", "temperature", "humidity", "pressure")
 UNITS: dict[str, str] = {"methane": "ppm", "temperature": "degC", "humidity": "%RH", "pressure": "hPa"}
 
 
 class SimulatedSettings(DriverSettings):
     seed: int = Field(0, description="random seed; the same seed gives the same stream")
     channels: list[Channel] = Field(
-        default_factory=lambda: ["methane", "temperature", "humidity", "pressure"],
+        default_factory=lambda: list(ALL_CHANNELS),
         min_length=1,
         description="quantities this simulated sensor reports",
     )
