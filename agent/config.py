@@ -128,6 +128,12 @@ class UplinkConfig(_Section):
         return v
 
 
+class ClockConfig(_Section):
+    sync_source: Literal["auto", "timesyncd", "adjtimex", "assume_synced"] = Field(
+        "auto", description="how clock_synced is decided; auto = timesyncd flag file, else adjtimex(2)"
+    )
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["logfmt", "json"] = "logfmt"
@@ -141,6 +147,7 @@ class AgentConfig(_Section):
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     uplink: UplinkConfig = Field(default_factory=UplinkConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    clock: ClockConfig = Field(default_factory=ClockConfig)
 
     @model_validator(mode="after")
     def _unique_sensor_ids(self) -> AgentConfig:

@@ -1,0 +1,283 @@
+"""The daemon: wires sampler -> spool -> uplink on one asyncio loop, serves status, talks to
+systemd, and owns the one apply path for configuration changes (file at start, SIGHUP, and later
+shadow deltas and config-update jobs).
+
+Start-up never waits for the network: READY=1 is sent once sensors are sampling into the spool, so
+a gateway that boots with no 5G signal runs, spools, and drains when the link comes up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import agent
+from agent import config as cfg
+from agent import logs
+from agent.clock import ClockSync
+from agent.connection import Connection
+from agent.notify import Notifier, WatchdogGate
+from agent.sampler import Sampler
+from agent.spool import NewReading, Spool
+from agent.status import StatusServer, summary_line
+from agent.uplink import Uplink
+
+log = logging.getLogger(__name__)
+
+# Changing these needs a restart: they decide which files and identity the process holds open.
+RESTART_ONLY = ("state_dir", "spool.path", "device.thing_name")
+STOP_BUDGET_S = 4.0  # SIGTERM must finish within 5 s
+
+
+class ConfigRejected(Exception):
+    """A valid config that cannot be applied live (or at all); nothing was changed."""
+
+
+def _get(conf: cfg.AgentConfig, dotted: str) -> Any:
+    node: Any = conf
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+class Agent:
+    def __init__(self, conf: cfg.AgentConfig, config_path: Path | None = None) -> None:
+        self.conf = conf
+        self.config_path = config_path
+        self.started_monotonic = time.monotonic()
+        self.thing = conf.device.thing_name or ""
+        self.spool = Spool(
+            conf.spool_path,
+            max_bytes=conf.spool.max_bytes,
+            min_free_disk_bytes=conf.spool.min_free_disk_bytes,
+            commit_interval_s=conf.spool.commit_interval_s,
+            synchronous=conf.spool.synchronous,
+        )
+        self.clock = ClockSync(conf.clock.sync_source)
+        self.sampler = Sampler(self._sink, self.clock)
+        self.conn: Connection | None = None
+        self.uplink: Uplink | None = None
+        self.notifier = Notifier.from_env()
+        self.watchdog = WatchdogGate(self.notifier)
+        self.status_server = StatusServer(conf.status_socket, self.status)
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.reloads = 0
+        self.last_reload_error: str | None = None
+
+    # --- data path -------------------------------------------------------------------------------
+    def _sink(self, items: list[NewReading]) -> None:
+        self.spool.append(items)
+        if any(i.alarm for i in items):
+            # An alarm is committed and offered to the uplink at once, not at the next group commit.
+            self.spool.commit()
+            if self.uplink:
+                self.uplink.notify()
+
+    async def _committer(self) -> None:
+        while True:
+            if self.spool.commit_due(time.monotonic()) and self.spool.commit() and self.uplink:
+                self.uplink.notify()
+            self.watchdog.beat()
+            await asyncio.sleep(min(0.25, self.conf.spool.commit_interval_s / 2))
+
+    async def _status_loop(self) -> None:
+        last = ""
+        while True:
+            line = summary_line(self.status())
+            if line != last:
+                self.notifier.status(line)
+                last = line
+            await asyncio.sleep(5)
+
+    def _make_uplink(self) -> None:
+        c = self.conf
+        if not c.connection.endpoint:
+            log.warning("connection.endpoint is empty: running offline, readings stay in the spool")
+            return
+        if not self.thing:
+            raise ConfigRejected("device.thing_name is required when connection.endpoint is set")
+        loop = asyncio.get_running_loop()
+        self.conn = Connection(
+            c.connection, c.connection.client_id or self.thing, loop, ack_timeout_s=c.uplink.ack_timeout_s
+        )
+        self.uplink = Uplink(self.spool, self.conn, c.uplink, self.thing, c.device.site_id)
+        self.conn.start()
+        self._tasks.append(loop.create_task(self.uplink.run(), name="uplink"))
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.spool.open()
+        await self.status_server.start()
+        await self.sampler.apply(self.conf.sensors)
+        self._make_uplink()
+        self._tasks.append(loop.create_task(self._committer(), name="committer"))
+        self._tasks.append(loop.create_task(self._status_loop(), name="status"))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        self.watchdog.beat()
+        self.watchdog.start()
+        self.notifier.ready(summary_line(self.status()))
+        log.info(
+            "agent running",
+            extra={"version": agent.__version__, "thing": self.thing or "-", "sensors": len(self.sampler.tasks)},
+        )
+        await self._stop.wait()
+        await self.shutdown()
+        return 0
+
+    async def shutdown(self) -> None:
+        """Commit everything and exit well within systemd's stop timeout."""
+        self.notifier.stopping()
+        log.info("stopping")
+        deadline = time.monotonic() + STOP_BUDGET_S
+        await self.sampler.stop()
+        self.spool.commit()
+        if self.uplink is not None:
+            await self.uplink.stop(grace_s=max(0.1, min(1.5, deadline - time.monotonic() - 2)))
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.conn is not None:
+            await self.conn.stop()
+        await self.status_server.stop()
+        self.watchdog.stop()
+        self.spool.close()
+        log.info("stopped", extra={"spool_readings": self.spool.stats().readings})
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # --- the one apply path ------------------------------------------------------------------------
+    async def apply(self, new: cfg.AgentConfig) -> list[str]:
+        """Apply a validated config live. Raises ConfigRejected (changing nothing) when a part that
+        needs a restart differs. Returns what changed."""
+        old = self.conf
+        blocked = [k for k in RESTART_ONLY if _get(old, k) != _get(new, k)]
+        if blocked:
+            raise ConfigRejected(f"changing {', '.join(blocked)} requires a restart")
+        changed: list[str] = []
+        if new.logging != old.logging:
+            logs.setup(new.logging.level, new.logging.format)
+            changed.append("logging")
+        if new.spool != old.spool:
+            self.spool.reconfigure(
+                max_bytes=new.spool.max_bytes,
+                min_free_disk_bytes=new.spool.min_free_disk_bytes,
+                commit_interval_s=new.spool.commit_interval_s,
+            )
+            changed.append("spool")
+        if new.clock != old.clock:
+            self.clock = ClockSync(new.clock.sync_source)
+            self.sampler.clock = self.clock
+            changed.append("clock")
+        if new.sensors != old.sensors:
+            await self.sampler.apply(new.sensors)
+            changed.append("sensors")
+        self.conf = new
+        if new.connection != old.connection or new.device != old.device:
+            await self._restart_uplink()
+            changed.append("connection")
+        elif new.uplink != old.uplink and self.uplink is not None:
+            self.uplink.reconfigure(new.uplink)
+            changed.append("uplink")
+        log.info("config applied", extra={"changed": ",".join(changed) or "nothing", "hash": new.digest()})
+        return changed
+
+    async def _restart_uplink(self) -> None:
+        if self.uplink is not None:
+            await self.uplink.stop(grace_s=1.0)
+        if self.conn is not None:
+            await self.conn.stop()
+        self._tasks = [t for t in self._tasks if t.get_name() != "uplink" or not t.cancel()]
+        self.conn, self.uplink = None, None
+        self._make_uplink()
+
+    async def reload(self) -> bool:
+        """SIGHUP: re-read the file through the same validation; an invalid file changes nothing."""
+        if self.config_path is None:
+            return False
+        self.notifier.reloading()
+        try:
+            new = cfg.load(self.config_path)
+            await self.apply(new)
+        except (cfg.ConfigError, ConfigRejected) as exc:
+            self.last_reload_error = str(exc)
+            log.error("reload refused; configuration unchanged", extra={"error": str(exc)})
+            ok = False
+        else:
+            self.reloads += 1
+            self.last_reload_error = None
+            ok = True
+        self.notifier.ready(summary_line(self.status()))
+        return ok
+
+    # --- status ---------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        st = self.spool.stats()
+        up: dict[str, Any] = {"enabled": self.uplink is not None}
+        if self.conn is not None and self.uplink is not None:
+            cs, us = self.conn.stats, self.uplink.stats
+            up.update(
+                endpoint=self.conf.connection.endpoint,
+                topic=self.uplink.topic,
+                encoding=self.conf.uplink.encoding,
+                connected=cs.connected,
+                connects=cs.connects,
+                reconnects=max(0, cs.connects - 1),
+                connect_failures=cs.connect_failures,
+                last_error=us.last_error or cs.last_error,
+                last_ack_ts=us.last_ack_wall,
+                batches_acked=us.batches_acked,
+                readings_acked=us.readings_acked,
+                bytes_acked=us.bytes_acked,
+                failures=us.failures,
+                splits=us.splits,
+                inflight=us.inflight,
+                publishes_per_s=round(self.conn.publish_rate(), 2),
+            )
+        return {
+            "agent": {
+                "version": agent.__version__,
+                "pid": os.getpid(),
+                "thing_name": self.thing or None,
+                "uptime_s": round(time.monotonic() - self.started_monotonic, 1),
+                "config_hash": self.conf.digest(),
+                "reloads": self.reloads,
+                "last_reload_error": self.last_reload_error,
+            },
+            "clock_synced": self.clock.synced(),
+            "spool": {
+                "path": str(self.conf.spool_path),
+                "readings": st.readings,
+                "bytes": st.bytes,
+                "oldest_seq": st.oldest_seq,
+                "oldest_ts_ms": st.oldest_ts_ms,
+                "oldest_age_s": None if st.oldest_ts_ms is None else round(now - st.oldest_ts_ms / 1000, 1),
+                "next_seq": st.next_seq,
+                "uncommitted": st.pending_uncommitted,
+                "evicted_routine": st.evicted_routine,
+                "evicted_alarm": st.evicted_alarm,
+                "quarantined": st.quarantined,
+            },
+            "uplink": up,
+            "sensors": self.sampler.health(),
+        }
+
+
+def run(config_path: Path) -> int:
+    conf = cfg.load(config_path)
+    logs.setup(conf.logging.level, conf.logging.format)
+    daemon = Agent(conf, config_path)
+    try:
+        return asyncio.run(daemon.run())
+    except ConfigRejected as exc:
+        log.error("cannot start", extra={"error": str(exc)})
+        return 2

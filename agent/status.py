@@ -1,0 +1,94 @@
+"""The status a running agent reports: on its Unix socket (``methane-agent status``), in systemd's
+STATUS= line, and (later) in the shadow's ``reported`` section. One builder, three consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _ago(wall: float | None, now: float) -> str:
+    if wall is None:
+        return "never"
+    s = max(0.0, now - wall)
+    if s < 120:
+        return f"{s:.0f}s ago"
+    if s < 7200:
+        return f"{s / 60:.0f}m ago"
+    return f"{s / 3600:.1f}h ago"
+
+
+def summary_line(status: dict[str, Any]) -> str:
+    """One line for ``systemctl status``: what a technician needs at a glance."""
+    now = time.time()
+    sp = status.get("spool", {})
+    up = status.get("uplink", {})
+    link = "offline-mode" if not up.get("enabled") else ("connected" if up.get("connected") else "disconnected")
+    failing = [s["id"] for s in status.get("sensors", []) if s.get("state") not in ("ok", "starting")]
+    parts = [
+        f"spool={sp.get('readings', 0)} readings",
+        f"oldest={sp.get('oldest_age_s', 0):.0f}s" if sp.get("oldest_age_s") is not None else "oldest=-",
+        f"last publish {_ago(up.get('last_ack_ts'), now)}",
+        link,
+    ]
+    if failing:
+        parts.append("failing sensors: " + ",".join(failing))
+    return "; ".join(parts)
+
+
+class StatusServer:
+    """Serves one JSON document per connection on a Unix socket (0600 via the umask set here);
+    cheap enough to poll, and it never writes to the SD card."""
+
+    def __init__(self, path: Path, build: Callable[[], dict[str, Any]]) -> None:
+        self.path = path
+        self.build = build
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        old = os.umask(0o077)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        finally:
+            os.umask(old)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(json.dumps(self.build(), default=str).encode() + b"\n")
+            await writer.drain()
+        except (ConnectionError, OSError) as exc:
+            log.debug("status client went away", extra={"error": str(exc)})
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def query(path: Path, timeout_s: float = 3.0) -> dict[str, Any]:
+    """Ask a running agent; raises OSError when none listens on ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout_s)
+        s.connect(str(path))
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    result: dict[str, Any] = json.loads(b"".join(chunks))
+    return result

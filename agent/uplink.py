@@ -1,0 +1,172 @@
+"""Spool -> IoT Core. Takes committed readings in sequence order, packs them into batches by size
+and by age (whichever first; alarms go at once), publishes QoS1 over the one connection, and acks
+the spool only when the PUBACK says success. Anything else leaves the readings in the spool, and
+they are sent again after a backoff: delivery is at-least-once, and the batch id and sequence
+numbers let the cloud drop duplicates.
+
+Backlog drains are paced by awscrt's IoT Core flow control (100 publishes/s, 512 KiB/s) when
+``connection.iot_core_limits`` is on, and by ``max_inflight`` always."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+from agent import payload
+from agent.config import UplinkConfig
+from agent.connection import Connection, PublishError
+from agent.reading import Reading
+from agent.spool import Spool
+
+log = logging.getLogger(__name__)
+
+# MQTT5 properties count towards IoT Core's billed size; reserve room for them beside the topic.
+_PROPERTY_OVERHEAD = 16
+MAX_READ = 50_000
+
+
+@dataclass
+class UplinkStats:
+    batches_acked: int = 0
+    readings_acked: int = 0
+    bytes_acked: int = 0
+    failures: int = 0
+    splits: int = 0
+    last_ack_wall: float | None = None
+    last_error: str | None = None
+    inflight: int = 0
+
+
+class Uplink:
+    def __init__(self, spool: Spool, conn: Connection, conf: UplinkConfig, device: str, site: str) -> None:
+        self.spool = spool
+        self.conn = conn
+        self.device = device
+        self.site = site
+        self.stats = UplinkStats()
+        self.wake = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._cursor = 0  # highest seq handed to a publish since the last rewind
+        self._rewind = False
+        self._failures_in_row = 0
+        self._split_limit: int | None = None
+        self._first_pending_seen: float | None = None
+        self._read_hint = 1024
+        self.reconfigure(conf)
+
+    def reconfigure(self, conf: UplinkConfig) -> None:
+        self.conf = conf
+        self.topic = conf.topic.format(site=self.site, thing=self.device)
+        self.content_type = payload.content_type(conf.encoding)
+        self.user_properties: list[tuple[str, str]] = [("encoding", str(conf.encoding))]
+        overhead = len(self.topic.encode()) + len(self.content_type) + 2 * len(conf.encoding) + _PROPERTY_OVERHEAD
+        self.max_payload = max(128, conf.batch_max_bytes - overhead)
+        self.wake.set()
+
+    def notify(self) -> None:
+        """New readings were committed (or an alarm arrived): look again."""
+        self.wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self.conn.connected.wait()
+            if self._rewind and not self._inflight:
+                self._cursor = 0
+                self._rewind = False
+            if self._rewind or len(self._inflight) >= self.conf.max_inflight:
+                await self._wait(None)
+                continue
+            delay = await self._try_send()
+            if delay is not None:
+                await self._wait(delay)
+
+    async def _wait(self, timeout: float | None) -> None:
+        self.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), timeout)
+
+    async def _try_send(self) -> float | None:
+        """Send one batch if one is due; return how long to wait otherwise (None = until woken)."""
+        limit = min(MAX_READ, self._split_limit or MAX_READ, max(256, 2 * self._read_hint))
+        readings = self.spool.read_after(self._cursor, limit)
+        if not readings:
+            self._first_pending_seen = None
+            return None
+        now = time.monotonic()
+        if self._first_pending_seen is None:
+            self._first_pending_seen = now
+        encoded, n = payload.fit(self.device, readings, self.conf.encoding, self.max_payload)
+        if self._split_limit is not None and n > self._split_limit:
+            encoded, n = payload.fit(self.device, readings[: self._split_limit], self.conf.encoding, self.max_payload)
+        full = n < len(readings) or len(readings) == limit
+        age = now - self._first_pending_seen
+        # The oldest reading may have waited in the spool before this process started.
+        wall_age = time.time() - readings[0].ts_ms / 1000
+        due = full or age >= self.conf.batch_max_age_s or any(r.alarm for r in readings[:n])
+        if not due and readings[0].clock_synced and wall_age >= self.conf.batch_max_age_s:
+            due = True
+        if not due:
+            return max(0.05, self.conf.batch_max_age_s - age)
+        self._read_hint = n
+        batch = readings[:n]
+        self._cursor = batch[-1].seq
+        self._first_pending_seen = now if full else None
+        task = asyncio.get_running_loop().create_task(self._publish(batch, encoded))
+        self._inflight.add(task)
+        self.stats.inflight = len(self._inflight)
+        task.add_done_callback(self._done)
+        return 0.0 if full else None
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self.stats.inflight = len(self._inflight)
+        self.wake.set()
+
+    async def _publish(self, batch: list[Reading], encoded: bytes) -> None:
+        first, last = batch[0].seq, batch[-1].seq
+        try:
+            await asyncio.wait_for(
+                self.conn.publish(
+                    self.topic, encoded, content_type=self.content_type, user_properties=self.user_properties
+                ),
+                self.conf.ack_timeout_s,
+            )
+        except (PublishError, TimeoutError) as exc:
+            await self._failed(first, last, len(batch), exc)
+            return
+        self.spool.ack(first, last)
+        self._failures_in_row = 0
+        self._split_limit = None
+        s = self.stats
+        s.batches_acked += 1
+        s.readings_acked += len(batch)
+        s.bytes_acked += len(encoded)
+        s.last_ack_wall = time.time()
+        log.debug("batch acked", extra={"first_seq": first, "last_seq": last, "bytes": len(encoded)})
+
+    async def _failed(self, first: int, last: int, count: int, exc: BaseException) -> None:
+        why = str(exc) or type(exc).__name__
+        self.stats.failures += 1
+        self.stats.last_error = why
+        self._failures_in_row += 1
+        if isinstance(exc, PublishError) and exc.too_large and count > 1:
+            self._split_limit = max(1, count // 2)
+            self.stats.splits += 1
+            log.warning("batch refused as too large; splitting", extra={"first_seq": first, "readings": count})
+        else:
+            log.warning("batch not acknowledged", extra={"first_seq": first, "last_seq": last, "error": why})
+        self._rewind = True
+        # Full-jitter backoff, capped: a broker that refuses everything is not hammered.
+        cap = min(self.conf.retry_max_delay_s, 0.5 * 2 ** min(self._failures_in_row, 12))
+        await asyncio.sleep(random.uniform(0, cap) if self.conn.connected.is_set() else 0)
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        """Give in-flight batches a moment to be acknowledged, then cancel (they stay spooled)."""
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=grace_s)
+        for t in list(self._inflight):
+            t.cancel()
