@@ -1,0 +1,80 @@
+"""``methane-agent emulator ...``: run the local IoT Core in the foreground and inspect it."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from emulator.broker import BrokerError
+from emulator.lifecycle import DEFAULT_THING, Emulator
+from emulator.pki import PkiError
+
+# Modules adding ``methane-agent emulator <name>`` subcommands via ``register(esub)``.
+EXTRA_COMMANDS = ["emulator.telemetry_cmd"]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("emulator", help="local IoT Core emulator (mosquitto with mutual TLS)")
+    esub = parser.add_subparsers(dest="emulator_command", required=True, metavar="SUBCOMMAND")
+    serve = esub.add_parser("serve", help="run the emulator in the foreground until SIGINT/SIGTERM")
+    serve.add_argument("--state-dir", type=Path, required=True, help="CA, certificates, broker files, emulator.json")
+    serve.add_argument("--port", type=int, default=None, help="TCP port on 127.0.0.1 (default: previous or free)")
+    serve.add_argument("--thing", default=DEFAULT_THING, help=f"ready-made device identity (default {DEFAULT_THING})")
+    serve.set_defaults(func=serve_cmd)
+    _register_extra(esub)
+
+
+def _register_extra(esub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Admin commands that live in their own modules register here when present."""
+    for name in EXTRA_COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(esub)
+
+
+def serve_cmd(args: argparse.Namespace) -> int:
+    if args.port is not None and not 1 <= args.port <= 65535:
+        print(f"error: --port must be 1..65535, got {args.port}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        emu = Emulator(args.state_dir, port=args.port, thing=args.thing)
+    except PkiError as exc:
+        print(f"error: --thing: {exc}", file=sys.stderr)
+        return 2
+    try:
+        try:
+            info = emu.start()
+        except (BrokerError, PkiError, OSError) as exc:
+            print(f"error: emulator did not start: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"emulator ready endpoint={info.endpoint} port={info.port} state_dir={info.state_dir} "
+            f"thing={info.device.thing_name}",
+            flush=True,
+        )
+        broker = emu.broker
+        assert broker is not None
+        while not stop.wait(0.5):
+            if not broker.running():
+                print(f"error: mosquitto exited unexpectedly; see {broker.log_file}", file=sys.stderr)
+                return 1
+        return 0
+    finally:
+        emu.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -1,0 +1,140 @@
+"""The local IoT Core as one object: CA and identities, the mosquitto broker, then any extra
+components (shadow, jobs, fleet provisioning services, the telemetry recorder) started once the
+broker answers and stopped in reverse order.
+
+A component is anything with ``start(info: EmulatorInfo)`` and ``stop()``; it usually connects to
+the broker as ``admin`` using the paths in ``info``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from emulator.broker import Broker, BrokerError, BrokerFiles, default_acl
+from emulator.pki import CertificateAuthority, check_identity
+from emulator.state import DeviceIdentity, EmulatorInfo, StateError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THING = "gw-0001"
+ENDPOINT = "localhost"
+
+
+class Component(Protocol):
+    def start(self, info: EmulatorInfo) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class Emulator:
+    """``with Emulator(state_dir) as emu:`` gives a running broker and ``emu.info``.
+
+    State (CA, identities, the last port) persists in ``state_dir``: a second ``start`` with the
+    same folder reuses the CA, so certificates handed out earlier keep working, and tries the
+    previous port first."""
+
+    def __init__(
+        self,
+        state_dir: Path | str,
+        port: int | None = None,
+        thing: str = DEFAULT_THING,
+        components: Iterable[Component] = (),
+        claim_identities: Sequence[str] = (),
+    ) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.port = port
+        self.thing = check_identity(thing)
+        self.components: list[Component] = list(components)
+        self.claim_identities = list(claim_identities)
+        self.ca: CertificateAuthority | None = None
+        self.broker: Broker | None = None
+        self.info: EmulatorInfo | None = None
+        self._started: list[Component] = []
+
+    def add_component(self, component: Component) -> None:
+        """Register a component; if the emulator is already up, it starts now."""
+        self.components.append(component)
+        if self.info is not None:
+            component.start(self.info)
+            self._started.append(component)
+
+    def issue_identity(self, cn: str) -> tuple[Path, Path]:
+        """A client cert/key pair signed by the emulator's CA for identity ``cn``."""
+        if self.ca is None:
+            raise BrokerError("emulator not started")
+        return self.ca.issue_client(cn)
+
+    def set_claim_identities(self, cns: Sequence[str]) -> None:
+        """Allow these claim identities the fleet provisioning topics, live (ACL regenerated,
+        broker reloaded)."""
+        self.claim_identities = list(cns)
+        if self.broker is not None:
+            self.broker.set_acl(default_acl(self.claim_identities))
+            if self.broker.running():
+                self.broker.reload()
+
+    def start(self) -> EmulatorInfo:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        ca = CertificateAuthority.load_or_create(self.state_dir / "pki")
+        server_cert, server_key = ca.ensure_server()
+        admin_cert, admin_key = ca.issue_client("admin")
+        dev_cert, dev_key = ca.issue_client(self.thing)
+        files = BrokerFiles(ca.ca_file, server_cert, server_key, ca.crl_file, admin_cert, admin_key)
+        self.ca = ca
+        port = self.port if self.port is not None else self._previous_port()
+        acl = default_acl(self.claim_identities)
+        self.broker = Broker(self.state_dir / "broker", files, port=port, acl=acl)
+        try:
+            self.broker.start()
+        except BrokerError:
+            if self.port is not None or port is None:
+                raise
+            log.info("previous port unavailable, choosing a new one", extra={"port": port})
+            self.broker = Broker(self.state_dir / "broker", files, port=None, acl=acl)
+            self.broker.start()
+        assert self.broker.port is not None
+        info = EmulatorInfo(
+            state_dir=self.state_dir,
+            endpoint=ENDPOINT,
+            port=self.broker.port,
+            ca_file=ca.ca_file,
+            admin_cert_file=admin_cert,
+            admin_key_file=admin_key,
+            device=DeviceIdentity(self.thing, dev_cert, dev_key),
+        )
+        info.save()
+        self.info = info
+        try:
+            for component in self.components:
+                component.start(info)
+                self._started.append(component)
+        except BaseException:
+            self.stop()
+            raise
+        return info
+
+    def _previous_port(self) -> int | None:
+        try:
+            return EmulatorInfo.load(self.state_dir).port
+        except StateError:
+            return None
+
+    def stop(self) -> None:
+        """Components in reverse order, then the broker; the broker stops even if a component's
+        stop raises (the exception still propagates)."""
+        try:
+            while self._started:
+                self._started.pop().stop()
+        finally:
+            self.info = None
+            if self.broker is not None:
+                self.broker.stop()
+
+    def __enter__(self) -> Emulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
