@@ -10,6 +10,7 @@ from drivers.base import Driver, DriverSettings
 # name -> "module:Class". Add a line here when adding a driver.
 _DRIVERS: dict[str, str] = {
     "simulated": "drivers.simulated:SimulatedDriver",
+    "dynament": "drivers.dynament.driver:DynamentDriver",
 }
 
 
