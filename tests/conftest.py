@@ -1,0 +1,22 @@
+"""Fixtures shared by every test area. Keep this small: area fixtures go in tests/<area>/conftest.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from emulator import Emulator
+
+
+@pytest.fixture
+def emulator(tmp_path) -> Iterator[Emulator]:
+    """A running emulator (mosquitto with mutual TLS) in a fresh state dir on a free loopback port.
+    ``emulator.info`` holds the endpoint, port, CA and the admin and device (gw-0001) identities;
+    ``emulator.broker`` can ``restart()``, ``kill()`` and ``reload()``."""
+    emu = Emulator(tmp_path / "emulator")
+    emu.start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
