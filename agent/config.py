@@ -139,6 +139,41 @@ class LoggingConfig(_Section):
     format: Literal["logfmt", "json"] = "logfmt"
 
 
+class ProvisioningConfig(_Section):
+    """Fleet provisioning by claim (provisioning/). Used only while the device has no identity in
+    ``<state_dir>/identity/`` (or for ``provision --force``)."""
+
+    enabled: bool = Field(False, description="provision at start when no identity exists")
+    claim_cert_file: Path | None = Field(None, description="claim certificate (shared by the fleet)")
+    claim_key_file: Path | None = Field(None, description="claim private key; must be 0600 or 0400")
+    template_name: Annotated[str, Field(pattern=r"^[0-9A-Za-z_-]{1,36}$")] = Field(
+        "methane-fleet", description="fleet provisioning template name (IoT Core allows 36 characters)"
+    )
+    parameters: dict[str, str] = Field(
+        default_factory=dict, description="RegisterThing parameters, e.g. SiteId; SerialNumber is added"
+    )
+    key_type: Literal["ec-p256", "rsa-2048"] = Field("ec-p256", description="device key made on the device")
+    method: Literal["csr", "create-keys"] = Field(
+        "csr", description="csr: key never leaves the device; create-keys: IoT Core makes the key"
+    )
+    serial_source: str = Field(
+        "auto", description="auto | cpuinfo | device-tree | machine-id | file:/path (SerialNumber source)"
+    )
+
+    @field_validator("serial_source")
+    @classmethod
+    def _serial_source(cls, v: str) -> str:
+        if v in ("auto", "cpuinfo", "device-tree", "machine-id") or (v.startswith("file:") and len(v) > 5):
+            return v
+        raise ValueError("must be auto, cpuinfo, device-tree, machine-id or file:/path")
+
+    @model_validator(mode="after")
+    def _claim_files(self) -> ProvisioningConfig:
+        if self.enabled and (self.claim_cert_file is None or self.claim_key_file is None):
+            raise ValueError("enabled provisioning needs claim_cert_file and claim_key_file")
+        return self
+
+
 class AgentConfig(_Section):
     state_dir: Path = Field(Path("/var/lib/methane-agent"), description="spool, identity, status socket")
     device: DeviceConfig = Field(default_factory=DeviceConfig)
@@ -148,6 +183,7 @@ class AgentConfig(_Section):
     uplink: UplinkConfig = Field(default_factory=UplinkConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     clock: ClockConfig = Field(default_factory=ClockConfig)
+    provisioning: ProvisioningConfig = Field(default_factory=ProvisioningConfig)
 
     @model_validator(mode="after")
     def _unique_sensor_ids(self) -> AgentConfig:
@@ -257,6 +293,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     for k in ("ca_file", "cert_file", "key_file"):
         fix(data.get("connection"), k)
     fix(data.get("spool"), "path")
+    for k in ("claim_cert_file", "claim_key_file"):
+        fix(data.get("provisioning"), k)
 
 
 def validate(data: Mapping[str, Any], source: str = "config") -> AgentConfig:
