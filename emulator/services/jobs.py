@@ -28,7 +28,7 @@ MAX_TIMEOUT_MINUTES = 10080
 MAX_NOTIFY_ENTRIES = 10
 
 # `#` after `jobs/` reaches every API; the runner subscribes with no-local.
-SUBSCRIPTIONS = ("$aws/things/+/jobs/#",)
+SUBSCRIPTIONS: tuple[str, ...] = ("$aws/things/+/jobs/#",)
 
 
 @dataclass
@@ -51,6 +51,8 @@ class JobsError(Exception):
 
 
 class JobsService:
+    subscriptions: tuple[str, ...] = SUBSCRIPTIONS
+
     def __init__(self, db_path: Path | str, settings: JobsSettings | None = None) -> None:
         self.settings = settings or JobsSettings()
         self._store = JobsStore(db_path)

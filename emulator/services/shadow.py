@@ -35,7 +35,7 @@ VERSION_RETENTION_S = 48 * 3600  # a deleted shadow's version survives this long
 
 # Subscriptions the runner needs: `#` after `shadow/` covers classic and named shadows; the
 # runner subscribes with no-local so the service's own replies are not echoed back to it.
-SUBSCRIPTIONS = ("$aws/things/+/shadow/#",)
+SUBSCRIPTIONS: tuple[str, ...] = ("$aws/things/+/shadow/#",)
 
 
 @dataclass
@@ -105,6 +105,8 @@ class ShadowStore:
 
 
 class ShadowService:
+    subscriptions: tuple[str, ...] = SUBSCRIPTIONS
+
     def __init__(self, db_path: Path | str, settings: ShadowSettings | None = None) -> None:
         self.settings = settings or ShadowSettings()
         self._store = ShadowStore(db_path)
