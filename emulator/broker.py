@@ -118,6 +118,26 @@ def render_acl(rules: Sequence[AclRule]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthzPlugin:
+    """Load ``emulator/plugin/methane_authz.c`` (built by ``emulator.authz.build_plugin``) instead of
+    the ACL file: per-certificate status and IoT policies, applied without reload (emulator/authz.py)."""
+
+    library: Path
+    authz_file: Path
+    stats_file: Path
+
+    def conf_lines(self) -> list[str]:
+        for p in (self.library, self.authz_file, self.stats_file):
+            if any(c in str(p) for c in "\r\n"):
+                raise BrokerError(f"path {p!r} contains a line break")
+        return [
+            f"plugin {self.library}",
+            f"plugin_opt_authz_file {self.authz_file}",
+            f"plugin_opt_stats_file {self.stats_file}",
+        ]
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerFiles:
     """What the listener needs: CA, server pair, CRL, and the admin pair for the readiness probe."""
 
@@ -151,8 +171,10 @@ class Broker:
         port: int | None = None,
         acl: Sequence[AclRule] | None = None,
         ready_timeout_s: float = 20.0,
+        authz_plugin: AuthzPlugin | None = None,
     ) -> None:
         self.dir = Path(state_dir)
+        self.authz_plugin = authz_plugin
         self.files = files
         self.port: int | None = port
         self._fixed_port = port is not None
@@ -200,7 +222,7 @@ class Broker:
             "log_timestamp true",
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
             "allow_anonymous false",
-            f"acl_file {self.acl_file}",
+            *(self.authz_plugin.conf_lines() if self.authz_plugin else [f"acl_file {self.acl_file}"]),
             "max_inflight_messages 1000",
             "max_queued_messages 100000",
             "max_queued_bytes 0",
@@ -219,7 +241,9 @@ class Broker:
             f"certfile {f.server_cert_file}",
             f"keyfile {f.server_key_file}",
             "require_certificate true",
-            "use_identity_as_username true",
+            # The authz plugin identifies clients by certificate itself; with this option mosquitto
+            # would skip the plugin's CONNECT check.
+            *([] if self.authz_plugin else ["use_identity_as_username true"]),
             "tls_version tlsv1.2",
         ]
         if f.crl_file is not None:
