@@ -11,11 +11,14 @@ from pathlib import Path
 from types import FrameType
 
 from emulator.broker import BrokerError
-from emulator.lifecycle import DEFAULT_THING, Emulator
+from emulator.lifecycle import DEFAULT_THING, Component, Emulator
 from emulator.pki import PkiError
 
 # Modules adding ``methane-agent emulator <name>`` subcommands via ``register(esub)``.
-EXTRA_COMMANDS = ["emulator.telemetry_cmd"]
+EXTRA_COMMANDS = ["emulator.telemetry_cmd", "emulator.cli_services"]
+
+# Components `emulator serve` runs behind the broker, as "module:callable" returning a Component.
+SERVE_COMPONENTS = ["emulator.services.device_services:DeviceServices"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,6 +44,14 @@ def _register_extra(esub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         module.register(esub)
 
 
+def _serve_components() -> list[Component]:
+    out: list[Component] = []
+    for spec in SERVE_COMPONENTS:
+        module, _, name = spec.partition(":")
+        out.append(getattr(importlib.import_module(module), name)())
+    return out
+
+
 def serve_cmd(args: argparse.Namespace) -> int:
     if args.port is not None and not 1 <= args.port <= 65535:
         print(f"error: --port must be 1..65535, got {args.port}", file=sys.stderr)
@@ -52,7 +63,7 @@ def serve_cmd(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        emu = Emulator(args.state_dir, port=args.port, thing=args.thing)
+        emu = Emulator(args.state_dir, port=args.port, thing=args.thing, components=_serve_components())
     except PkiError as exc:
         print(f"error: --thing: {exc}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from awscrt import mqtt5
 from awsiot import mqtt5_client_builder
 
+from emulator.broker import BrokerError
 from emulator.services.outgoing import Outgoing
 from emulator.state import EmulatorInfo
 
@@ -42,8 +43,8 @@ class TimedService(Protocol):
     def tick(self, now: float) -> list[Outgoing]: ...
 
 
-class RunnerError(RuntimeError):
-    pass
+class RunnerError(BrokerError):
+    """The services could not connect or subscribe to the broker."""
 
 
 class ServiceRunner:
