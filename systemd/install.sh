@@ -12,6 +12,7 @@ STATE=/var/lib/$NAME
 LOGS=/var/log/$NAME
 UNIT=/etc/systemd/system/$NAME.service
 UDEV_RULE=/etc/udev/rules.d/60-$NAME-i2c.rules
+MODULES_CONF=/etc/modules-load.d/$NAME.conf
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 ROOT=/
@@ -100,7 +101,10 @@ ensure_accounts() {
         say "created group i2c and $UDEV_RULE"
     fi
     if ! user_exists "$NAME"; then
-        useradd "${useradd_root[@]}" --system --user-group --home-dir "$STATE" --no-create-home \
+        local group_opt=(--user-group)
+        # A group left behind by an earlier uninstall (userdel keeps it where USERGROUPS_ENAB is off).
+        group_exists "$NAME" && group_opt=(--gid "$NAME")
+        useradd "${useradd_root[@]}" --system "${group_opt[@]}" --home-dir "$STATE" --no-create-home \
             --shell /usr/sbin/nologin --comment "methane-agent service" "$NAME" 2> >(grep -v 'missing or non-executable shell' >&2)
         say "created system user $NAME"
     fi
@@ -223,6 +227,13 @@ do_install() {
     ensure_dir "$STATE" "$NAME" "$NAME" 0700
     ensure_dir "$LOGS" "$NAME" "$NAME" 0750
 
+    # DeviceAllow=char-ttyUSB (and -ACM, -i2c) resolve to majors when the service starts, from the
+    # drivers loaded then: load them at boot so a USB adapter plugged in later is still allowed.
+    mkdir -p "$(R /etc/modules-load.d)"
+    printf '%s\n' '# Installed by methane-agent: device classes its unit allows (DeviceAllow=char-...).' \
+        i2c-dev usbserial cdc_acm >"$(R "$MODULES_CONF")"
+    chmod 0644 "$(R "$MODULES_CONF")"
+
     mkdir -p "$(R /etc/systemd/system)"
     install -m 0644 "$SRC/systemd/$NAME.service" "$(R "$UNIT")"
     own root root 0644 "$(R "$UNIT")"
@@ -253,12 +264,13 @@ do_uninstall() {
     fi
     rm -f "$(R "$UNIT")"
     rm -rf "$(R "$OPT")"
-    if [ -f "$(R "$UDEV_RULE")" ]; then
-        rm -f "$(R "$UDEV_RULE")"
-    fi
+    rm -f "$(R "$UDEV_RULE")" "$(R "$MODULES_CONF")"
     if [ "$ACCOUNTS" = 1 ] && user_exists "$NAME"; then
         userdel "${useradd_root[@]}" "$NAME"
         say "removed user $NAME"
+    fi
+    if [ "$ACCOUNTS" = 1 ] && group_exists "$NAME"; then
+        groupdel "${useradd_root[@]}" "$NAME"
     fi
     if [ "$SYSTEMD_RUNNING" = 1 ]; then
         systemctl daemon-reload
