@@ -34,6 +34,10 @@ class EmulatorInfo:
     admin_cert_file: Path
     admin_key_file: Path
     device: DeviceIdentity
+    # Fleet provisioning (present when the emulator runs with the authz plugin).
+    claim_cert_file: Path | None = None
+    claim_key_file: Path | None = None
+    template_name: str | None = None
 
     def to_json(self) -> str:
         def conv(v: Any) -> Any:
@@ -73,6 +77,9 @@ class EmulatorInfo:
                     cert_file=Path(dev["cert_file"]),
                     key_file=Path(dev["key_file"]),
                 ),
+                claim_cert_file=Path(raw["claim_cert_file"]) if raw.get("claim_cert_file") else None,
+                claim_key_file=Path(raw["claim_key_file"]) if raw.get("claim_key_file") else None,
+                template_name=str(raw["template_name"]) if raw.get("template_name") else None,
             )
         except KeyError as exc:
             raise StateError(f"{path}: missing key {exc.args[0]!r}") from None
