@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Protocol
 
 from emulator.broker import Broker, BrokerError, BrokerFiles, default_acl
+from emulator.fleet_setup import FleetSetup
+from emulator.fleet_setup import prepare as prepare_fleet
 from emulator.pki import CertificateAuthority, check_identity
+from emulator.services.provisioning import Hook, ProvisioningService
+from emulator.services.provisioning_runner import ProvisioningRunner
 from emulator.state import DeviceIdentity, EmulatorInfo, StateError
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,8 @@ class Emulator:
         thing: str = DEFAULT_THING,
         components: Iterable[Component] = (),
         claim_identities: Sequence[str] = (),
+        fleet_provisioning: bool = False,
+        provisioning_hook: Hook | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.port = port
@@ -52,6 +58,11 @@ class Emulator:
         self.broker: Broker | None = None
         self.info: EmulatorInfo | None = None
         self._started: list[Component] = []
+        # With fleet_provisioning the broker authorises per certificate through the authz plugin
+        # (emulator/authz.py) and the fleet provisioning service runs; see docs/emulator.md.
+        self.fleet_provisioning = fleet_provisioning
+        self.provisioning_hook = provisioning_hook
+        self.fleet: FleetSetup | None = None
 
     def add_component(self, component: Component) -> None:
         """Register a component; if the emulator is already up, it starts now."""
@@ -85,14 +96,18 @@ class Emulator:
         self.ca = ca
         port = self.port if self.port is not None else self._previous_port()
         acl = default_acl(self.claim_identities)
-        self.broker = Broker(self.state_dir / "broker", files, port=port, acl=acl)
+        plugin = None
+        if self.fleet_provisioning:
+            self.fleet = prepare_fleet(self.state_dir, ca, admin_cert, dev_cert, self.thing, self.provisioning_hook)
+            plugin = self.fleet.plugin
+        self.broker = Broker(self.state_dir / "broker", files, port=port, acl=acl, authz_plugin=plugin)
         try:
             self.broker.start()
         except BrokerError:
             if self.port is not None or port is None:
                 raise
             log.info("previous port unavailable, choosing a new one", extra={"port": port})
-            self.broker = Broker(self.state_dir / "broker", files, port=None, acl=acl)
+            self.broker = Broker(self.state_dir / "broker", files, port=None, acl=acl, authz_plugin=plugin)
             self.broker.start()
         assert self.broker.port is not None
         info = EmulatorInfo(
@@ -103,10 +118,17 @@ class Emulator:
             admin_cert_file=admin_cert,
             admin_key_file=admin_key,
             device=DeviceIdentity(self.thing, dev_cert, dev_key),
+            claim_cert_file=self.fleet.claim_cert_file if self.fleet else None,
+            claim_key_file=self.fleet.claim_key_file if self.fleet else None,
+            template_name=self.fleet.template.name if self.fleet else None,
         )
         info.save()
         self.info = info
         try:
+            if self.fleet is not None:
+                runner = ProvisioningRunner(ProvisioningService(self.fleet.registry, ca, [self.fleet.template]))
+                runner.start(info)
+                self._started.append(runner)
             for component in self.components:
                 component.start(info)
                 self._started.append(component)

@@ -1,0 +1,120 @@
+"""Fixtures: an emulator with fleet provisioning and the authz plugin, and awscrt MQTT5 clients."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+from awscrt import mqtt5, mqtt_request_response
+from awsiot import iotidentity, mqtt5_client_builder
+
+from emulator import Emulator
+
+CONNECT_TIMEOUT_S = 15
+
+
+class Device:
+    """One awscrt MQTT5 connection; records what arrives and how the connection ends."""
+
+    def __init__(self, emu: Emulator, cert: Path | str, key: Path | str, client_id: str | None = None,
+                 cert_bytes: bytes | None = None, key_bytes: bytes | None = None) -> None:
+        info = emu.info
+        assert info is not None
+        self.client_id = client_id or f"dev-{uuid.uuid4().hex[:10]}"
+        self.connected: Future = Future()
+        self.stopped = threading.Event()
+        self.disconnects: list[int | None] = []
+        self.messages: list[tuple[str, bytes]] = []
+        self.got_message = threading.Condition()
+        common = dict(
+            endpoint=info.endpoint, port=info.port, ca_filepath=str(info.ca_file), client_id=self.client_id,
+            min_reconnect_delay_ms=60_000, max_reconnect_delay_ms=60_000,
+            on_lifecycle_connection_success=self._ok, on_lifecycle_connection_failure=self._fail,
+            on_lifecycle_disconnection=self._disc, on_lifecycle_stopped=lambda d: self.stopped.set(),
+            on_publish_received=self._msg,
+        )
+        if cert_bytes is not None:
+            self.client = mqtt5_client_builder.mtls_from_bytes(cert_bytes=cert_bytes, pri_key_bytes=key_bytes,
+                                                                **common)
+        else:
+            self.client = mqtt5_client_builder.mtls_from_path(cert_filepath=str(cert), pri_key_filepath=str(key),
+                                                               **common)
+
+    def _ok(self, data) -> None:
+        if not self.connected.done():
+            self.connected.set_result(True)
+
+    def _fail(self, data) -> None:
+        if not self.connected.done():
+            self.connected.set_result(False)
+
+    def _disc(self, data) -> None:
+        pkt = data.disconnect_packet
+        self.disconnects.append(None if pkt is None else int(pkt.reason_code))
+
+    def _msg(self, data) -> None:
+        with self.got_message:
+            self.messages.append((data.publish_packet.topic, bytes(data.publish_packet.payload or b"")))
+            self.got_message.notify_all()
+
+    def connect(self) -> bool:
+        self.client.start()
+        return bool(self.connected.result(CONNECT_TIMEOUT_S))
+
+    def identity(self) -> iotidentity.IotIdentityClientV2:
+        opts = mqtt_request_response.ClientOptions(max_request_response_subscriptions=2,
+                                                   max_streaming_subscriptions=2, operation_timeout_in_seconds=20)
+        return iotidentity.IotIdentityClientV2(self.client, opts)
+
+    def publish(self, topic: str, payload: bytes = b"{}") -> mqtt5.PubackPacket:
+        return self.client.publish(mqtt5.PublishPacket(topic=topic, payload=payload,
+                                                       qos=mqtt5.QoS.AT_LEAST_ONCE)).result(10).puback
+
+    def subscribe(self, topic_filter: str) -> list:
+        sub = mqtt5.SubscribePacket([mqtt5.Subscription(topic_filter, mqtt5.QoS.AT_LEAST_ONCE)])
+        return list(self.client.subscribe(sub).result(10).reason_codes)
+
+    def stop(self) -> None:
+        self.client.stop()
+        self.stopped.wait(10)
+
+
+@pytest.fixture
+def fleet_emulator(tmp_path) -> Iterator[Emulator]:
+    emu = Emulator(tmp_path / "emulator", fleet_provisioning=True)
+    emu.start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture
+def devices() -> Iterator[list[Device]]:
+    made: list[Device] = []
+    yield made
+    for d in made:
+        d.stop()
+
+
+@pytest.fixture
+def connect(fleet_emulator, devices):
+    def make(cert, key, client_id=None, **kw) -> Device:
+        d = Device(fleet_emulator, cert, key, client_id, **kw)
+        devices.append(d)
+        d.connect()
+        return d
+
+    return make
+
+
+@pytest.fixture
+def claim(fleet_emulator, connect) -> Device:
+    info = fleet_emulator.info
+    d = connect(info.claim_cert_file, info.claim_key_file)
+    assert d.connected.result(), "claim certificate must connect"
+    return d
