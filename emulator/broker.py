@@ -277,9 +277,9 @@ class Broker:
             try:
                 self._spawn(port)
                 self._wait_ready(port)
-            except _PortInUseError as exc:
+            except PortInUseError:
                 if attempt == attempts - 1:
-                    raise BrokerError(str(exc)) from None
+                    raise
                 log.info("broker port taken, retrying", extra={"port": port})
                 continue
             self.port = port
@@ -339,7 +339,7 @@ class Broker:
                 tail = self._tail(self._log_offset, self._out_offset)
                 self._proc = None
                 if "Address already in use" in tail:
-                    raise _PortInUseError(f"port {port} is in use:\n{tail}")
+                    raise PortInUseError(f"port {port} is in use:\n{tail}")
                 raise BrokerError(f"mosquitto exited with code {rc} during start-up:\n{tail}")
             try:
                 self.probe(port, timeout_s=max(0.2, min(2.0, deadline - time.monotonic())))
@@ -433,5 +433,5 @@ class Broker:
         self.stop()
 
 
-class _PortInUseError(BrokerError):
-    pass
+class PortInUseError(BrokerError):
+    """mosquitto could not bind its port (another process holds it)."""

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from emulator.broker import Broker, BrokerError, BrokerFiles, default_acl
+from emulator.broker import Broker, BrokerError, BrokerFiles, PortInUseError, default_acl
 from emulator.fleet_setup import FleetSetup
 from emulator.fleet_setup import prepare as prepare_fleet
 from emulator.pki import CertificateAuthority, check_identity
@@ -103,7 +103,7 @@ class Emulator:
         self.broker = Broker(self.state_dir / "broker", files, port=port, acl=acl, authz_plugin=plugin)
         try:
             self.broker.start()
-        except BrokerError:
+        except PortInUseError:
             if self.port is not None or port is None:
                 raise
             log.info("previous port unavailable, choosing a new one", extra={"port": port})
