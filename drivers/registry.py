@@ -11,6 +11,10 @@ from drivers.base import Driver, DriverSettings
 _DRIVERS: dict[str, str] = {
     "simulated": "drivers.simulated:SimulatedDriver",
     "dynament": "drivers.dynament.driver:DynamentDriver",
+    "cubic-sjh5": "drivers.cubic.driver:CubicSjh5Driver",
+    "inir": "drivers.inir.driver:InirDriver",
+    "winsen-mh440d": "drivers.winsen.driver:WinsenMh440dDriver",
+    "nmea-gps": "drivers.nmea.driver:NmeaGpsDriver",
 }
 
 

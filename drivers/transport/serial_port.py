@@ -62,6 +62,7 @@ class SerialPort:
         self.backoff = Backoff(reconnect_min_s, max(reconnect_min_s, reconnect_max_s))
         self._on_open = on_open
         self.opens = 0
+        self._rx = b""  # bytes read past the end of the last frame (streaming devices send back to back)
 
     @property
     def is_open(self) -> bool:
@@ -97,6 +98,7 @@ class SerialPort:
 
     def close(self) -> None:
         ser, self._ser = self._ser, None
+        self._rx = b""
         if ser is not None:
             # The device may already be gone; closing our end is all that is left to do.
             with contextlib.suppress(*IO_ERRORS):
@@ -118,6 +120,7 @@ class SerialPort:
     def discard_input(self) -> None:
         """Drop stale bytes so a reply is matched to our request, not to an earlier one."""
         ser = self.ensure_open()
+        self._rx = b""
         try:
             ser.reset_input_buffer()
         except IO_ERRORS as exc:
@@ -131,13 +134,14 @@ class SerialPort:
         """
         ser = self.ensure_open()
         deadline = time.monotonic() + timeout_s
-        buf = b""
+        buf, self._rx = self._rx, b""
         received = 0
         while True:
             frame, consumed = extract(buf)
             if consumed:
                 buf = buf[consumed:]
             if frame is not None:
+                self._rx = buf
                 return frame
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -8,8 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from drivers.base import Driver
+from tests.devices.cubic import CubicDevice
 from tests.devices.dynament import DynamentDevice
+from tests.devices.inir import InirDevice
+from tests.devices.nmea import NmeaDevice
 from tests.devices.pty_host import EmulatedDevice
+from tests.devices.winsen import WinsenDevice
 
 FAST = {"timeout_s": 0.4, "reconnect_min_s": 0.05, "reconnect_max_s": 0.2}
 
@@ -30,6 +34,34 @@ def _dynament(port: str) -> Any:
     return DynamentDriver(DynamentSettings(port=port, unit="%vol", warmup_s=0, **FAST))
 
 
+def _cubic(port: str) -> Any:
+    from drivers.cubic.driver import CubicSettings, CubicSjh5Driver
+
+    return CubicSjh5Driver(CubicSettings(port=port, warmup_s=0, **FAST))
+
+
+def _winsen(port: str) -> Any:
+    from drivers.winsen.driver import WinsenMh440dDriver, WinsenSettings
+
+    return WinsenMh440dDriver(WinsenSettings(port=port, scale=10.0, unit="ppm", warmup_s=0, **FAST))
+
+
+def _inir(port: str) -> Any:
+    from drivers.inir.driver import InirDriver, InirSettings
+
+    return InirDriver(InirSettings(port=port, mode="on_demand", warmup_s=0, **FAST))
+
+
+def _nmea(port: str) -> Any:
+    from drivers.nmea.driver import NmeaGpsDriver, NmeaSettings
+
+    return NmeaGpsDriver(NmeaSettings(port=port, **FAST))
+
+
 CASES: list[UartCase] = [
     UartCase("dynament", lambda: DynamentDevice(reading=2.5), _dynament, "methane", 25_000.0),
+    UartCase("cubic-sjh5", lambda: CubicDevice(percent_vol=1.23), _cubic, "methane", 12_300.0),
+    UartCase("winsen-mh440d", lambda: WinsenDevice(raw=608), _winsen, "methane", 6080.0, has_nak=False),
+    UartCase("inir", lambda: InirDevice(ppm=10_000, streaming=False), _inir, "methane", 10_000.0),
+    UartCase("nmea-gps", lambda: NmeaDevice(lat=-33.8688), _nmea, "latitude", -33.8688, has_nak=False),
 ]

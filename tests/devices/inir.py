@@ -1,0 +1,67 @@
+"""SGX INIR / INIR2 emulator: streams normal-mode frames, answers [A]/[B]/[C] with [AK], [Q] with an
+engineering frame, anything else with [NA]. Words are 8 lowercase hex digits plus a terminator."""
+
+from __future__ import annotations
+
+from tests.devices.pty_host import EmulatedDevice
+
+ACK = b"5b414b5d"
+NAK = b"5b4e415d"
+
+
+def frame_words(ppm: int, faults: int, temp_k10: int, engineering: bool = False,
+                reference: int = 0x1234, active: int = 0x0FED) -> list[int]:
+    data = [0x5B, ppm & 0xFFFFFFFF, faults, temp_k10]
+    if engineering:
+        data += [reference, active]
+    crc = sum(sum(w.to_bytes(4, "big")) for w in data) & 0xFFFFFFFF
+    return [*data, crc, 0xFFFFFFFF - crc, 0x5D]
+
+
+class InirDevice(EmulatedDevice):
+    def __init__(self, ppm: int = 0, faults: int = 0xAAAAAAAA, temp_c: float = 25.05,
+                 streaming: bool = True, interval_s: float = 0.05, terminator: bytes = b"\n\r") -> None:
+        super().__init__()
+        self.ppm = ppm
+        self.faults = faults
+        self.temp_c = temp_c
+        self.terminator = terminator
+        self.tick_interval_s = interval_s if streaming else None
+
+    def encode(self, words: list[int]) -> bytes:
+        return b"".join(f"{w:08x}".encode() + self.terminator for w in words)
+
+    def _frame(self, engineering: bool) -> bytes:
+        temp = round((self.temp_c + 273.15) * 10)
+        return self.encode(frame_words(self.ppm, self.faults, temp, engineering))
+
+    def tick(self) -> bytes:
+        return self._frame(False)
+
+    def take_request(self, buf: bytes) -> tuple[bytes | None, int]:
+        start = buf.find(b"[")
+        if start < 0:
+            return None, len(buf)
+        end = buf.find(b"]", start)
+        if end < 0:
+            return None, start
+        return buf[start : end + 1], end + 1
+
+    def reply(self, request: bytes) -> bytes:
+        if request == b"[Q]":
+            return self._frame(True)
+        if request in (b"[A]", b"[B]", b"[C]"):
+            return ACK + self.terminator
+        return NAK + self.terminator
+
+    def corrupt(self, reply: bytes) -> bytes:
+        # Change one digit of the concentration word: the CRC no longer matches.
+        i = reply.find(b"0000005b")
+        if i < 0:
+            return reply
+        pos = i + 8 + len(self.terminator) + 7
+        digit = b"1" if reply[pos : pos + 1] != b"1" else b"2"
+        return reply[:pos] + digit + reply[pos + 1 :]
+
+    def nak(self, request: bytes) -> bytes:
+        return NAK + self.terminator
