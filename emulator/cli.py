@@ -15,7 +15,7 @@ from emulator.lifecycle import DEFAULT_THING, Component, Emulator
 from emulator.pki import PkiError
 
 # Modules adding ``methane-agent emulator <name>`` subcommands via ``register(esub)``.
-EXTRA_COMMANDS = ["emulator.telemetry_cmd", "emulator.cli_services"]
+EXTRA_COMMANDS = ["emulator.telemetry_cmd", "emulator.cli_services", "emulator.cli_registry"]
 
 # Components `emulator serve` runs behind the broker, as "module:callable" returning a Component.
 SERVE_COMPONENTS = ["emulator.services.device_services:DeviceServices"]
