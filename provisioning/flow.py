@@ -169,7 +169,7 @@ class State:
 
 
 @contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
+def locked(directory: Path) -> Iterator[None]:
     """One provisioning or rotation at a time per state dir (the service and an operator's CLI
     might both try)."""
     fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -237,7 +237,7 @@ class Provisioner:
     def run(self, force: bool = False) -> Outcome:
         ensure_dir(self.s.state_dir)
         ensure_dir(self.dir)
-        with _locked(self.dir):
+        with locked(self.dir):
             try:
                 return self._run(force)
             finally:
