@@ -38,6 +38,8 @@ class JobsSettings:
     # IoT Core's docs contradict themselves on whether QUEUED -> IN_PROGRESS (membership unchanged)
     # publishes `notify`; their worked example says no, which is the default here.
     notify_on_status_change: bool = False
+    # Length of a timeout "minute"; tests shrink it to see TIMED_OUT without waiting minutes.
+    seconds_per_minute: float = 60.0
 
 
 class JobsError(Exception):
@@ -326,11 +328,11 @@ class JobsService:
                 ex.started_at = now
                 job = self._store.job(ex.job_id)
                 if job is not None and job.timeout_minutes:
-                    ex.progress_deadline = now + job.timeout_minutes * 60
+                    ex.progress_deadline = now + job.timeout_minutes * self.settings.seconds_per_minute
             if step_minutes == -1:
                 ex.step_deadline = None
             elif step_minutes is not None:
-                ex.step_deadline = now + step_minutes * 60
+                ex.step_deadline = now + step_minutes * self.settings.seconds_per_minute
         if status in TERMINAL:
             ex.step_deadline = ex.progress_deadline = None
         ex.status = status
