@@ -156,15 +156,14 @@ class Analysis:
             if not (
                 type(seq) is int and seq > prev_seq and type(ts) is int and TS_MIN <= ts <= TS_MAX
                 and seq <= SEQ_MAX and type(r.clock_synced) is bool and type(r.alarm) is bool
-                and type(v) is float
+                and type(v) is float and type(r.flags) is tuple and type(r.sensor_id) is str
+                and type(r.quantity) is str and type(r.unit) is str
             ):  # fmt: skip
                 check_reading(r, prev_seq, probe)  # names the problem, or passes for an int value
             key = (r.sensor_id, r.quantity, r.unit)
             s_idx = series.get(key)
             if s_idx is None:
                 for name, text in zip(("sensor_id", "quantity", "unit"), key, strict=True):
-                    if not isinstance(text, str):
-                        raise PayloadError(f"reading seq {seq}: {name} must be a string")
                     put_str(scratch, text, f"reading seq {seq}: {name}")
                 s_idx = series[key] = len(self.series_list)
                 self.series_list.append(_Series(key, pos))
