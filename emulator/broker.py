@@ -197,6 +197,11 @@ class Broker:
         return self.dir / "mosquitto.log"
 
     @property
+    def pid_file(self) -> Path:
+        """Written by us at spawn (mosquitto writes its own only when daemonized)."""
+        return self.dir / "mosquitto.pid"
+
+    @property
     def stdout_file(self) -> Path:
         return self.dir / "mosquitto.out"
 
@@ -303,6 +308,7 @@ class Broker:
             )
         finally:
             os.close(out)
+        self._write(self.pid_file, f"{self._proc.pid}\n")
 
     def _tail(self, offset_log: int = 0, offset_out: int = 0, lines: int = 15) -> str:
         parts = []
@@ -382,6 +388,8 @@ class Broker:
                 proc.kill()
                 proc.wait()
         self._proc = None
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_file.unlink()
 
     def restart(self) -> int:
         """Stop and start again on the same port."""

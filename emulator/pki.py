@@ -290,8 +290,10 @@ class CertificateAuthority:
             cert = x509.load_pem_x509_certificate(data)
         except ValueError as exc:
             raise PkiError(f"not a PEM certificate: {exc}") from None
-        if cert.issuer != self.cert.subject:
-            raise PkiError("certificate was not issued by this CA")
+        try:
+            cert.verify_directly_issued_by(self.cert)
+        except (ValueError, TypeError, InvalidSignature):
+            raise PkiError("certificate was not issued by this CA") from None
         serials = self.revoked_serials()
         if cert.serial_number not in serials:
             serials.append(cert.serial_number)
