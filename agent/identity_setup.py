@@ -1,0 +1,184 @@
+"""Start-up identity: provision when needed, fill the config from the identity, refuse unsafe files.
+
+``prepare_identity(conf)`` runs before the agent's connection is built:
+
+1. no identity in ``<state_dir>/identity/`` and ``provisioning.enabled``: run fleet provisioning by
+   claim. While the network is down it keeps trying with capped full-jitter backoff inside the one
+   process (a gateway that boots without a link must not crash-loop under systemd); a refusal that
+   will repeat identically (template or parameters rejected, claim certificate refused, bad files)
+   raises :class:`IdentitySetupError` at once with the reason.
+2. returns the config with ``device.thing_name``, ``connection.cert_file``/``key_file`` and (when
+   empty) ``connection.endpoint`` taken from the identity.
+   Precedence: **explicit config wins** (an operator can point at a key in a TPM-backed path or
+   pin a thing name), and a value that differs from the identity is logged as a warning. One
+   exception is refused outright: ``connection.cert_file`` pointing at the claim certificate.
+3. checks that the private key, certificate and identity.json are owned by the running user and
+   not accessible to group/others (0600 or 0400), else raises with the exact fix command.
+
+``heartbeat(status)`` is called at least every few seconds while provisioning waits, so the caller
+can feed systemd (STATUS=, EXTEND_TIMEOUT_USEC=, WATCHDOG=1) during a long wait for the network.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from agent.config import AgentConfig
+from provisioning import identity as ident_mod
+from provisioning import rotation
+from provisioning.flow import Provisioner, ProvisioningError, Settings, is_transient
+from provisioning.identity import Identity, IdentityError, PermissionProblem
+from provisioning.keys import CredentialError
+from provisioning.serial import SerialError
+from provisioning.session import Endpoint, SessionError
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 5.0
+BACKOFF_MIN_S = 5.0
+BACKOFF_MAX_S = 300.0
+Heartbeat = Callable[[str], None]
+
+
+class IdentitySetupError(Exception):
+    """The agent must not start; the message says why and how to fix it."""
+
+
+def provisioning_settings(conf: AgentConfig) -> Settings:
+    p = conf.provisioning
+    if p.claim_cert_file is None or p.claim_key_file is None:
+        raise IdentitySetupError("provisioning needs provisioning.claim_cert_file and provisioning.claim_key_file")
+    if not conf.connection.endpoint:
+        raise IdentitySetupError("provisioning needs connection.endpoint (the IoT Core data endpoint)")
+    params = dict(p.parameters)
+    params.setdefault("SiteId", conf.device.site_id)
+    return Settings(
+        state_dir=conf.state_dir,
+        endpoint=Endpoint(conf.connection.endpoint, conf.connection.port, conf.connection.ca_file),
+        claim_cert_file=p.claim_cert_file,
+        claim_key_file=p.claim_key_file,
+        template_name=p.template_name,
+        parameters=params,
+        key_type=p.key_type,
+        method=p.method,
+        serial_source=p.serial_source,
+    )
+
+
+def _load_identity(conf: AgentConfig) -> Identity | None:
+    try:
+        return ident_mod.load(conf.state_dir)
+    except ident_mod.IdentityError as exc:
+        raise IdentitySetupError(f"identity unusable: {exc}; re-provision with `methane-agent provision --force`") \
+            from None
+
+
+def _wait(seconds: float, status: str, heartbeat: Heartbeat | None, stop: threading.Event) -> bool:
+    """Sleep ``seconds`` in heartbeat-sized slices; True when asked to stop."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if heartbeat is not None:
+            heartbeat(status)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if stop.wait(min(HEARTBEAT_S, left)):
+            return True
+
+
+def run_provisioning(
+    settings: Settings,
+    *,
+    heartbeat: Heartbeat | None = None,
+    stop: threading.Event | None = None,
+    backoff_min_s: float = BACKOFF_MIN_S,
+    backoff_max_s: float = BACKOFF_MAX_S,
+    max_attempts: int | None = None,
+) -> Identity:
+    """Provision, retrying transient failures (network) with full-jitter backoff until it works,
+    ``stop`` is set or ``max_attempts`` is spent. Permanent failures raise IdentitySetupError."""
+    stop = stop or threading.Event()
+    attempt = 0
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="provision") as pool:
+        while True:
+            attempt += 1
+            fut = pool.submit(Provisioner(settings).run)
+            last: Exception | None = None
+            while last is None:
+                try:
+                    return fut.result(timeout=HEARTBEAT_S).identity
+                except concurrent.futures.TimeoutError:
+                    if heartbeat is not None:
+                        heartbeat(f"provisioning (attempt {attempt})")
+                except (PermissionProblem, SerialError, CredentialError, IdentityError) as exc:
+                    raise IdentitySetupError(str(exc)) from None
+                except (ProvisioningError, SessionError) as exc:
+                    if not is_transient(exc):
+                        raise IdentitySetupError(f"provisioning failed: {exc}") from None
+                    last = exc
+                except OSError as exc:  # disk full, read-only state dir: an operator must act
+                    raise IdentitySetupError(f"provisioning failed writing its files: {exc}") from None
+            if max_attempts is not None and attempt >= max_attempts:
+                raise IdentitySetupError(f"provisioning failed {attempt} time(s), last: {last}")
+            delay = random.uniform(backoff_min_s, min(backoff_max_s, backoff_min_s * 2 ** min(attempt, 16)))
+            log.warning("provisioning failed, will retry", extra={"attempt": attempt, "retry_in_s": round(delay, 1),
+                                                                   "error": str(last)})
+            if _wait(delay, f"provisioning: waiting {delay:.0f}s to retry ({last})", heartbeat, stop):
+                raise IdentitySetupError("provisioning interrupted")
+
+
+def _merge(conf: AgentConfig, ident: Identity) -> AgentConfig:
+    device, conn = conf.device, conf.connection
+    for name, explicit, found in (
+        ("device.thing_name", device.thing_name, ident.thing_name),
+        ("connection.cert_file", conn.cert_file, ident.cert_file),
+        ("connection.key_file", conn.key_file, ident.key_file),
+    ):
+        if explicit is not None and str(explicit) != str(found):
+            log.warning("config overrides the provisioned identity",
+                        extra={"key": name, "config": str(explicit), "identity": str(found)})
+    new_device = device.model_copy(update={"thing_name": device.thing_name or ident.thing_name})
+    new_conn = conn.model_copy(update={
+        "cert_file": conn.cert_file or ident.cert_file,
+        "key_file": conn.key_file or ident.key_file,
+        "endpoint": conn.endpoint or ident.endpoint,
+    })
+    return conf.model_copy(update={"device": new_device, "connection": new_conn})
+
+
+def prepare_identity(
+    conf: AgentConfig, *, heartbeat: Heartbeat | None = None, stop: threading.Event | None = None
+) -> AgentConfig:
+    ident = _load_identity(conf)
+    if conf.provisioning.enabled:
+        settings = provisioning_settings(conf)
+        # Also finishes a run a crash interrupted (e.g. identity written, not yet verified); on a
+        # verified device it returns at once without touching the network.
+        ident = run_provisioning(settings, heartbeat=heartbeat, stop=stop)
+    out = _merge(conf, ident) if ident is not None else conf
+    claim = conf.provisioning.claim_cert_file
+    if claim is not None and out.connection.cert_file is not None and \
+            Path(out.connection.cert_file).resolve() == Path(claim).resolve():
+        raise IdentitySetupError(
+            f"connection.cert_file is the claim certificate {claim}; remove connection.cert_file/key_file "
+            "so the agent uses its provisioned identity"
+        )
+    files = [p for p in (out.connection.key_file, out.connection.cert_file) if p is not None]
+    if ident is not None:
+        files.append(ident_mod.identity_dir(conf.state_dir) / ident_mod.IDENTITY_FILE)
+    try:
+        ident_mod.check_permissions([Path(f) for f in dict.fromkeys(files)])
+    except PermissionProblem as exc:
+        raise IdentitySetupError(str(exc)) from None
+    if ident is not None:
+        try:
+            rotation.log_expiry(ident, log)
+        except CredentialError as exc:
+            raise IdentitySetupError(f"identity certificate unusable: {exc}") from None
+    return out
