@@ -30,6 +30,7 @@ class Device:
         self.disconnects: list[int | None] = []
         self.messages: list[tuple[str, bytes]] = []
         self.got_message = threading.Condition()
+        self._identity: iotidentity.IotIdentityClientV2 | None = None
         common = dict(
             endpoint=info.endpoint, port=info.port, ca_filepath=str(info.ca_file), client_id=self.client_id,
             min_reconnect_delay_ms=60_000, max_reconnect_delay_ms=60_000,
@@ -66,9 +67,14 @@ class Device:
         return bool(self.connected.result(CONNECT_TIMEOUT_S))
 
     def identity(self) -> iotidentity.IotIdentityClientV2:
+        """One request/response client per connection, kept alive here: the SDK shuts a V2 client
+        down (failing its requests) once it is garbage-collected."""
+        if self._identity is not None:
+            return self._identity
         opts = mqtt_request_response.ClientOptions(max_request_response_subscriptions=2,
                                                    max_streaming_subscriptions=2, operation_timeout_in_seconds=20)
-        return iotidentity.IotIdentityClientV2(self.client, opts)
+        self._identity = iotidentity.IotIdentityClientV2(self.client, opts)
+        return self._identity
 
     def publish(self, topic: str, payload: bytes = b"{}") -> mqtt5.PubackPacket:
         return self.client.publish(mqtt5.PublishPacket(topic=topic, payload=payload,
