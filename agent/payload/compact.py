@@ -67,10 +67,10 @@ def _compress(data: bytes) -> bytes:
 def _decompress(data: bytes) -> bytes:
     d = zlib.decompressobj(-15, zdict=ZDICT)
     try:
-        out = d.decompress(data, MAX_STRUCTURE_BYTES)
+        out = d.decompress(data, MAX_STRUCTURE_BYTES + 1)
     except zlib.error as exc:
         raise PayloadError(f"corrupt payload: structure section does not inflate ({exc})") from None
-    if d.unconsumed_tail:
+    if len(out) > MAX_STRUCTURE_BYTES:
         raise PayloadError(f"corrupt payload: structure section inflates beyond {MAX_STRUCTURE_BYTES} bytes")
     if not d.eof:
         raise PayloadError("truncated payload: structure section ends early")
