@@ -1,0 +1,128 @@
+"""Byte budget, free-disk headroom and a full disk: routine readings go first, alarms stay, and
+every eviction is counted persistently."""
+
+from __future__ import annotations
+
+import logging
+
+from .conftest import FakeStatvfs, all_rows, reading, readings
+
+
+def fill(sp, n, *, alarm_every=0, start=0, per_commit=200):
+    items = [reading(start + i, alarm=bool(alarm_every) and i % alarm_every == 0) for i in range(n)]
+    for k in range(0, n, per_commit):
+        sp.append(items[k : k + per_commit])
+        sp.commit()
+    return items
+
+
+def test_byte_budget_evicts_oldest_routine_first_and_keeps_alarms(make_spool, caplog):
+    cap = 64 << 10
+    sp = make_spool(max_bytes=cap)
+    caplog.set_level(logging.WARNING, logger="agent.spool")
+    fill(sp, 12_000, alarm_every=97)
+    st = sp.stats()
+    assert st.bytes <= cap
+    assert st.evicted_routine > 0
+    assert st.evicted_alarm == 0
+    rows = all_rows(sp)
+    assert len(rows) == st.readings
+    alarm_seqs = [i + 1 for i in range(12_000) if i % 97 == 0]
+    assert [r.seq for r in rows if r.alarm] == alarm_seqs  # every alarm kept
+    routine = [r.seq for r in rows if not r.alarm]
+    all_routine = [i + 1 for i in range(12_000) if i % 97]
+    assert routine == all_routine[-len(routine) :]  # the newest ones survive, oldest evicted
+    assert st.evicted_routine == len(all_routine) - len(routine)
+    assert st.readings + st.evicted_routine == 12_000
+    assert any("evicted the oldest routine" in r.getMessage() for r in caplog.records)
+    sp.close()
+    again = make_spool(max_bytes=cap)
+    assert again.stats().evicted_routine == st.evicted_routine  # persisted
+    assert again.stats().evicted_alarm == 0
+
+
+def test_alarms_are_evicted_only_when_nothing_else_is_left_and_that_is_an_error(make_spool, caplog):
+    cap = 64 << 10
+    sp = make_spool(max_bytes=cap)
+    caplog.set_level(logging.WARNING, logger="agent.spool")
+    fill(sp, 500)
+    fill(sp, 8_000, alarm_every=1, start=500)
+    st = sp.stats()
+    assert st.evicted_routine == 500
+    assert st.evicted_alarm > 0
+    assert st.readings + st.evicted_routine + st.evicted_alarm == 8_500
+    assert st.bytes <= cap
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("ALARM" in r.getMessage() for r in errors)
+    seqs = [r.seq for r in all_rows(sp)]
+    assert seqs == list(range(8_501 - len(seqs), 8_501))  # oldest alarms went first
+    sp.close()
+    assert make_spool(max_bytes=cap).stats().evicted_alarm == st.evicted_alarm
+
+
+def test_smaller_budget_applies_at_once(make_spool):
+    sp = make_spool(max_bytes=4 << 20)
+    fill(sp, 10_000)
+    assert sp.stats().evicted_routine == 0
+    sp.reconfigure(max_bytes=64 << 10, min_free_disk_bytes=0, commit_interval_s=1.0)
+    st = sp.stats()
+    assert st.bytes <= 64 << 10
+    assert st.evicted_routine == 10_000 - st.readings > 0
+
+
+def test_free_disk_headroom_stops_growth_and_evicts(make_spool):
+    disk = FakeStatvfs(free=10 << 30)
+    sp = make_spool(max_bytes=64 << 20, min_free_disk_bytes=100 << 20, statvfs=disk)
+    fill(sp, 5_000)
+    assert sp.stats().evicted_routine == 0
+    size_when_full = sp.stats().file_bytes
+    disk.free = 50 << 20  # someone else filled the card: below the headroom
+    fill(sp, 5_000, start=5_000)
+    st = sp.stats()
+    assert disk.calls > 0
+    assert st.file_bytes <= size_when_full  # the spool lives inside its current file
+    assert st.evicted_routine > 0
+    assert st.readings + st.evicted_routine == 10_000
+    seqs = [r.seq for r in all_rows(sp)]
+    assert seqs == list(range(10_001 - len(seqs), 10_001))
+    disk.free = 10 << 30  # space is back: nothing more is evicted
+    before = st.evicted_routine
+    fill(sp, 2_000, start=10_000)
+    assert sp.stats().evicted_routine == before
+    assert sp.stats().file_bytes > size_when_full
+
+
+def test_sqlite_full_is_handled_by_evicting_and_retrying(make_spool, caplog):
+    """A real SQLITE_FULL from SQLite: the page limit is pinned to the current file size, as when the
+    file system is out of space."""
+    sp = make_spool()
+    fill(sp, 3_000)
+    conn = sp._conn
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count={pages}")
+    caplog.set_level(logging.ERROR, logger="agent.spool")
+    sp.append(readings(1_000, start=3_000))
+    assert sp.commit() == 1_000
+    st = sp.stats()
+    assert st.disk_full_events >= 1
+    assert st.evicted_routine > 0
+    assert st.readings + st.evicted_routine == 4_000
+    assert any("full disk" in r.getMessage() for r in caplog.records)
+    assert [r.seq for r in all_rows(sp)][-1] == 4_000
+
+
+def test_nothing_left_to_evict_keeps_readings_in_ram(make_spool):
+    """A disk so full that even eviction cannot help: the commit fails softly and keeps the readings."""
+    sp = make_spool()
+    fill(sp, 10)
+    sp.ack(1, 10)
+    conn = sp._conn
+    conn.execute("PRAGMA max_page_count=1")  # below the current size: every write is SQLITE_FULL
+    sp.append(readings(500))
+    assert sp.commit() == 0
+    st = sp.stats()
+    assert st.pending_uncommitted == 500
+    assert st.commit_failures == 1
+    conn.execute("PRAGMA max_page_count=1000000")  # space comes back
+    assert sp.commit() == 500
+    assert [r.seq for r in all_rows(sp)] == list(range(11, 511))
