@@ -173,10 +173,13 @@ def check_clock(
 
 
 def _device_paths(settings: Any) -> list[str]:
-    """Device nodes a driver's settings name: ``port``/``device``/``path`` strings under /dev, and an
-    I2C ``bus`` number as /dev/i2c-N."""
+    """Device nodes a driver's settings name: the serial ``port``, ``device``/``path`` strings under
+    /dev, and an I2C ``bus`` number as /dev/i2c-N."""
     out = []
-    for key in ("port", "device", "path"):
+    port = getattr(settings, "port", None)  # SerialSettings.port is always a device path (or a link to one)
+    if isinstance(port, str) and port:
+        out.append(port)
+    for key in ("device", "path"):
         v = getattr(settings, key, None)
         if isinstance(v, str) and v.startswith("/dev/"):
             out.append(v)
