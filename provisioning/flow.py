@@ -76,7 +76,7 @@ class RegistrationRejected(ProvisioningError):
         params = ", ".join(f"{k}={v!r}" for k, v in sorted(parameters.items()))
         super().__init__(
             f"RegisterThing with template {template!r} and parameters {{{params}}} was rejected: "
-            f"{cause.status_code} {cause.error_code}: {cause.error_message}. "
+            f"{cause.status_code} {cause.error_code}: {cause.error_message.rstrip('.')}. "
             "The claim credentials are untouched; fix the template, the parameters or the "
             "pre-provisioning hook and run provisioning again."
         )

@@ -34,6 +34,12 @@ _REFUSED_ERRORS = (
     "MQTT_UNEXPECTED_HANGUP",
     "MQTT5_CONNACK",
 )
+# The request-response client reports a SUBACK/PUBACK refusal with these; while disconnected it
+# waits instead, so they mean "not allowed", not "no network".
+_REFUSED_REQUEST_ERRORS = {
+    "AWS_ERROR_MQTT_REQUEST_RESPONSE_SUBSCRIBE_FAILURE",
+    "AWS_ERROR_MQTT_REQUEST_RESPONSE_PUBLISH_FAILURE",
+}
 _REFUSED_CONNACK = {
     mqtt5.ConnectReasonCode.NOT_AUTHORIZED,
     mqtt5.ConnectReasonCode.BAD_USERNAME_OR_PASSWORD,
@@ -86,6 +92,11 @@ class ServiceRejected(SessionError):
         super().__init__(f"{operation} rejected: {status_code} {self.error_code}: {self.error_message}".rstrip(": "))
 
 
+class NotAuthorized(ServiceRejected):
+    """The broker refused the subscription or publish the request needs: the policy attached to the
+    certificate does not allow these topics (e.g. a template name the claim policy does not list)."""
+
+
 class ServiceUnavailable(SessionError):
     """No answer in time, or the connection dropped mid-request."""
 
@@ -95,7 +106,7 @@ class PublishRefused(SessionError):
 
 
 def _is_refusal(error: str) -> bool:
-    return any(tag in error for tag in _REFUSED_ERRORS) or "reason=" in error
+    return any(tag in error for tag in _REFUSED_ERRORS) or any(f"reason={c.name}" in error for c in _REFUSED_CONNACK)
 
 
 def _describe(exc: BaseException | None, packet: object | None) -> str:
@@ -149,6 +160,10 @@ class IdentityClient:
                 raise ServiceRejected(operation, err.status_code, err.error_code, err.error_message) from None
             inner = exc.inner_error
             why = inner.name if isinstance(inner, AwsCrtError) else str(inner or exc.message)
+            if why in _REFUSED_REQUEST_ERRORS:
+                raise NotAuthorized(operation, 403, "NotAuthorized",
+                                    f"the broker refused the request topics ({why}); the certificate's "
+                                    "policy does not allow them") from None
             raise ServiceUnavailable(f"{operation} failed: {why}") from None
 
     def create_certificate_from_csr(self, csr_pem: str) -> CertificateResult:
