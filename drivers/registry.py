@@ -15,6 +15,9 @@ _DRIVERS: dict[str, str] = {
     "inir": "drivers.inir.driver:InirDriver",
     "winsen-mh440d": "drivers.winsen.driver:WinsenMh440dDriver",
     "nmea-gps": "drivers.nmea.driver:NmeaGpsDriver",
+    "ads1115-mos": "drivers.ads1115.driver:Ads1115MosDriver",
+    "bme280": "drivers.bme280.driver:Bme280Driver",
+    "sht31": "drivers.sht31.driver:Sht31Driver",
 }
 
 
