@@ -5,6 +5,11 @@ need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The emulator's authz plugin (emulator/plugin/methane_authz.c) is compiled against these.
+command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+[ -f /usr/include/mosquitto_broker.h ] || need+=(mosquitto-dev)
+[ -f /usr/include/mosquitto.h ] || need+=(libmosquitto-dev)
+[ -f /usr/include/openssl/x509.h ] || need+=(libssl-dev)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 echo "installing Debian packages: ${need[*]}" >&2
 sudo_cmd=()
