@@ -5,15 +5,19 @@ plugin's ``$emulator/deliver`` (``deliver`` below), since they hold private keys
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import queue
+import sqlite3
 import threading
 import uuid
 
 from awscrt import mqtt5
+from awscrt.exceptions import AwsCrtError
 from awsiot import mqtt5_client_builder
 
 from emulator.authz import DELIVER_TOPIC, encode_delivery
+from emulator.registry import RegistryError
 from emulator.services.provisioning import ProvisioningService
 from emulator.state import EmulatorInfo
 
@@ -78,7 +82,7 @@ class ProvisioningRunner:
         subs = [mqtt5.Subscription(f, mqtt5.QoS.AT_LEAST_ONCE) for f in self.service.subscriptions]
         try:
             client.subscribe(mqtt5.SubscribePacket(subs)).result(START_TIMEOUT_S)
-        except Exception:  # noqa: BLE001 - awscrt raises plain exceptions; logged, start() then times out
+        except (AwsCrtError, concurrent.futures.TimeoutError):  # start() then reports the timeout
             log.exception("provisioning service could not subscribe")
             return
         self._ready.set()
@@ -96,11 +100,16 @@ class ProvisioningRunner:
                             extra={"topic": topic})
                 continue
             self.handled += 1
-            for out in self.service.handle(topic, payload, client_id, cert_id):
+            try:
+                replies = self.service.handle(topic, payload, client_id, cert_id)
+            except (sqlite3.Error, RegistryError, OSError):  # one broken request must not stop the service
+                log.exception("provisioning request failed", extra={"topic": topic, "client_id": client_id})
+                continue
+            for out in replies:
                 client = self._client
                 if client is None:
                     return
                 try:
                     deliver(client, client_id, out.topic, out.payload)
-                except Exception:  # noqa: BLE001 - one failed reply must not stop the service
+                except (AwsCrtError, concurrent.futures.TimeoutError, ValueError):
                     log.exception("provisioning reply not delivered", extra={"topic": out.topic})

@@ -168,7 +168,7 @@ def test_malformed_json_rejected_and_service_keeps_serving(claim):
     got_topic, payload = claim.messages[0]
     assert got_topic == topic + "/rejected"
     assert json.loads(payload) == {"statusCode": 400, "errorCode": "InvalidPayload", "errorMessage": "Invalid JSON"}
-    keys, reg = provision(claim, "AfterBad")
+    _keys, reg = provision(claim, "AfterBad")
     assert reg.thing_name == "methane-AfterBad"
 
 
