@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from drivers.ads1115 import codec
 from drivers.base import OUT_OF_RANGE, SENSOR_FAULT, WARMING_UP, DriverError, DriverSettings, Measurement
@@ -33,7 +33,7 @@ PRESETS: dict[str, tuple[float, float, float, float]] = {
 class Ads1115MosSettings(I2CSettings, MethaneSettings):
     address: int = Field(0x48, description="ADDR pin: GND 0x48, VDD 0x49, SDA 0x4A, SCL 0x4B")
     channel: int = Field(0, ge=0, le=3, description="single-ended input AINx vs GND")
-    fsr_v: Literal[6.144, 4.096, 2.048, 1.024, 0.512, 0.256] = Field(4.096, description="PGA full-scale range, V")
+    fsr_v: float = Field(4.096, description="PGA full-scale range, V: 6.144, 4.096, 2.048, 1.024, 0.512 or 0.256")
     data_rate: Literal[8, 16, 32, 64, 128, 250, 475, 860] = Field(128, description="samples per second")
     model: Literal["tgs2611", "mq4", "custom"] = Field("tgs2611", description="curve preset [U]")
     vc_v: float = Field(5.0, gt=0, le=24, description="circuit voltage across sensor + load resistor")
@@ -45,6 +45,13 @@ class Ads1115MosSettings(I2CSettings, MethaneSettings):
     valid_min_ppm: float | None = Field(None, ge=0, description="below this the curve is not valid")
     valid_max_ppm: float | None = Field(None, gt=0, description="above this the curve is not valid")
     warmup_s: float = Field(180.0, ge=0, le=172_800, description="heater warm-up after (re)open [U]")
+
+    @field_validator("fsr_v")
+    @classmethod
+    def _fsr(cls, v: float) -> float:
+        if v not in codec.PGA:
+            raise ValueError(f"fsr_v must be one of {sorted(codec.PGA)}")
+        return v
 
     @model_validator(mode="after")
     def _curve(self) -> Ads1115MosSettings:
