@@ -244,7 +244,11 @@ class Spool:
         self._sidecar = spool_sidecar.load(self._sidecar_path) or spool_sidecar.SidecarState()
         self._st = _State()
         self._st.counters["quarantined"] = self._sidecar.quarantined
-        conn = self._connect()
+        # Check through a read-only connection: it can neither checkpoint a suspect WAL into the
+        # file nor delete it, so a corrupt spool is moved aside exactly as it was found.
+        shm = Path(f"{self.path}-shm")
+        shm_existed = shm.exists()
+        conn = self._connect(readonly=True)
         try:
             existing = spool_db.check(conn)
         except spool_db.CorruptSpool as exc:
@@ -255,6 +259,11 @@ class Spool:
         except sqlite3.Error as exc:
             conn.close()
             raise SpoolError(self._describe_open_error(exc)) from exc
+        conn.close()
+        if not shm_existed and self._tuning.exclusive_lock:
+            with contextlib.suppress(FileNotFoundError):
+                shm.unlink()  # the check made it; the exclusive writer keeps its index in RAM
+        conn = self._connect()
         if existing:
             self._attach(conn)
             return
@@ -413,13 +422,17 @@ class Spool:
         )
 
     # --- opening -----------------------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, readonly: bool = False) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+            if readonly:
+                uri = self.path.resolve().as_uri() + "?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=True)
+            else:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot open spool {self.path}: {exc}") from exc
         try:
-            if self._tuning.exclusive_lock:
+            if self._tuning.exclusive_lock and not readonly:
                 conn.execute("PRAGMA locking_mode=EXCLUSIVE")
             conn.execute("PRAGMA busy_timeout=1000")
         except sqlite3.Error as exc:

@@ -166,7 +166,8 @@ def quarantine(path: Path, keep: int) -> Path:
     """Move ``path`` and its -wal/-shm aside under one timestamped name; keep the newest ``keep``
     quarantined sets (older ones are deleted, each deletion logged) so repeated corruption cannot
     fill the card. Returns the new name of the main file."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    now_ns = time.time_ns()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now_ns // 10**9)) + f".{now_ns // 1000 % 10**6:06d}Z"
     base = path.with_name(f"{path.name}.corrupt-{stamp}")
     n = 0
     while base.exists() or Path(f"{base}-wal").exists():
