@@ -67,6 +67,10 @@ def _run(args: argparse.Namespace, action: Any, human: Any) -> int:
     return 0
 
 
+def _counts(job: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(job["executionCounts"].items())) or "no executions"
+
+
 def _pretty(doc: Any) -> str:
     return json.dumps(doc, indent=2, sort_keys=True)
 
@@ -110,8 +114,7 @@ def _job_list(args: argparse.Namespace) -> int:
             return "no jobs"
         lines = [f"{'JOB ID':<34} {'STATUS':<12} EXECUTIONS"]
         for j in jobs:
-            counts = ", ".join(f"{k}={v}" for k, v in sorted(j["executionCounts"].items()))
-            lines.append(f"{j['jobId']:<34} {j['status']:<12} {counts}")
+            lines.append(f"{j['jobId']:<34} {j['status']:<12} {_counts(j)}")
         return "\n".join(lines)
 
     return _run(args, lambda a: a.job_list(), human)
@@ -125,7 +128,7 @@ def _job_cancel(args: argparse.Namespace) -> int:
     return _run(
         args,
         lambda a: a.job_cancel(args.job_id, args.force),
-        lambda doc: f"job {doc['jobId']} {doc['status']}: {doc['executionCounts']}",
+        lambda doc: f"job {doc['jobId']} {doc['status']}: {_counts(doc)}",
     )
 
 
@@ -133,5 +136,5 @@ def _job_delete(args: argparse.Namespace) -> int:
     return _run(
         args,
         lambda a: a.job_delete(args.job_id, args.force),
-        lambda doc: f"job {doc['jobId']} {doc['status']}: {doc['executionCounts']}",
+        lambda doc: f"job {doc['jobId']} {doc['status']}: {_counts(doc)}",
     )
