@@ -18,7 +18,7 @@ from emulator.pki import PkiError
 EXTRA_COMMANDS = ["emulator.telemetry_cmd", "emulator.cli_services", "emulator.cli_registry"]
 
 # Components `emulator serve` runs behind the broker, as "module:callable" returning a Component.
-SERVE_COMPONENTS = ["emulator.services.device_services:DeviceServices"]
+SERVE_COMPONENTS = ["emulator.services.device_services:DeviceServices", "emulator.recorder:TelemetryRecorder"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

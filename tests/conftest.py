@@ -20,3 +20,14 @@ def emulator(tmp_path) -> Iterator[Emulator]:
         yield emu
     finally:
         emu.stop()
+
+
+@pytest.fixture
+def telemetry(emulator):
+    """The telemetry recorder attached to ``emulator``: ``received(thing)``, ``duplicates(thing)``,
+    ``gaps(thing, upto)``, ``wait_for(thing, seqs)``, ``flush()``."""
+    from emulator.recorder import TelemetryRecorder
+
+    rec = TelemetryRecorder()
+    emulator.add_component(rec)
+    return rec  # stopped by the emulator fixture with the other components
