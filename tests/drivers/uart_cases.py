@@ -11,6 +11,7 @@ from drivers.base import Driver
 from tests.devices.cubic import CubicDevice
 from tests.devices.dynament import DynamentDevice
 from tests.devices.inir import InirDevice
+from tests.devices.modbus_rtu import ModbusRtuDevice
 from tests.devices.nmea import NmeaDevice
 from tests.devices.pty_host import EmulatedDevice
 from tests.devices.winsen import WinsenDevice
@@ -26,6 +27,8 @@ class UartCase:
     quantity: str
     expected: float
     has_nak: bool = True
+    resyncs: bool = True  # finds a reply behind line noise
+    kinds: dict[str, str] | None = None  # fault name -> error kind, where a driver differs
 
 
 def _dynament(port: str) -> Any:
@@ -58,10 +61,20 @@ def _nmea(port: str) -> Any:
     return NmeaGpsDriver(NmeaSettings(port=port, **FAST))
 
 
+def _modbus(port: str) -> Any:
+    from drivers.modbus.driver import ModbusRtuDriver, ModbusSettings
+
+    return ModbusRtuDriver(ModbusSettings(port=port, value_register=40001, address_offset=40001, **FAST))
+
+
 CASES: list[UartCase] = [
     UartCase("dynament", lambda: DynamentDevice(reading=2.5), _dynament, "methane", 25_000.0),
     UartCase("cubic-sjh5", lambda: CubicDevice(percent_vol=1.23), _cubic, "methane", 12_300.0),
     UartCase("winsen-mh440d", lambda: WinsenDevice(raw=608), _winsen, "methane", 6080.0, has_nak=False),
     UartCase("inir", lambda: InirDevice(ppm=10_000, streaming=False), _inir, "methane", 10_000.0),
+    # pymodbus drops frames whose CRC fails (and noise) and keeps waiting, so both end as a timeout; its RTU
+    # framer relies on inter-frame silence and does not hunt for a reply behind noise.
+    UartCase("modbus-rtu", lambda: ModbusRtuDevice(holding={0: 500}), _modbus, "methane", 500.0,
+             resyncs=False, kinds={"bad_checksum": "timeout", "garbage": "timeout"}),
     UartCase("nmea-gps", lambda: NmeaDevice(lat=-33.8688), _nmea, "latitude", -33.8688, has_nak=False),
 ]

@@ -1,0 +1,56 @@
+"""Modbus RTU slave emulator on a pty, built from pymodbus's own RTU framer and PDU classes (so the
+CRC and framing on the wire are the library's, not ours). pymodbus's serial server needs a device
+path it can open itself, which the master side of a pty is not; this keeps the same bytes."""
+
+from __future__ import annotations
+
+from pymodbus.framer import FramerRTU
+from pymodbus.pdu import DecodePDU, ExceptionResponse
+from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
+
+from tests.devices.pty_host import EmulatedDevice
+
+
+class ModbusRtuDevice(EmulatedDevice):
+    def __init__(self, slave: int = 1, holding: dict[int, int] | None = None,
+                 inputs: dict[int, int] | None = None) -> None:
+        super().__init__()
+        self.slave = slave
+        self.tables = {3: dict(holding or {}), 4: dict(inputs or {})}
+        self._framer = FramerRTU(DecodePDU(is_server=True))
+        self._pending: list = []
+
+    def set_registers(self, function: int, start: int, values: list[int]) -> None:
+        with self.lock:
+            for i, v in enumerate(values):
+                self.tables[function][start + i] = v & 0xFFFF
+
+    def take_request(self, buf: bytes) -> tuple[bytes | None, int]:
+        used, pdu = self._framer.handleFrame(buf, 0, 0)
+        if pdu is None:
+            return None, used
+        self._pending.append(pdu)
+        return buf[:used], used
+
+    def reply(self, request: bytes) -> bytes:
+        pdu = self._pending.pop(0)
+        if pdu.dev_id != self.slave:
+            return b""  # another slave on the bus: stay silent
+        fc = pdu.function_code
+        if fc not in self.tables:
+            resp = ExceptionResponse(fc, 1)
+        else:
+            table = self.tables[fc]
+            addrs = range(pdu.address, pdu.address + pdu.count)
+            if not all(a in table for a in addrs):
+                resp = ExceptionResponse(fc, 2)
+            else:
+                cls = ReadHoldingRegistersResponse if fc == 3 else ReadInputRegistersResponse
+                resp = cls(registers=[table[a] for a in addrs])
+        resp.dev_id = self.slave
+        return self._framer.buildFrame(resp)
+
+    def nak(self, request: bytes) -> bytes:
+        resp = ExceptionResponse(request[1], 4)
+        resp.dev_id = self.slave
+        return self._framer.buildFrame(resp)
