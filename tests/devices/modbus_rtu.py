@@ -5,7 +5,7 @@ path it can open itself, which the master side of a pty is not; this keeps the s
 from __future__ import annotations
 
 from pymodbus.framer import FramerRTU
-from pymodbus.pdu import DecodePDU, ExceptionResponse
+from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
 from tests.devices.pty_host import EmulatedDevice
@@ -37,6 +37,7 @@ class ModbusRtuDevice(EmulatedDevice):
         if pdu.dev_id != self.slave:
             return b""  # another slave on the bus: stay silent
         fc = pdu.function_code
+        resp: ModbusPDU
         if fc not in self.tables:
             resp = ExceptionResponse(fc, 1)
         else:
