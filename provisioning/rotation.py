@@ -167,6 +167,8 @@ def rotate_certificate(
     default to what provisioning used (recorded in the state file). ``before_verify`` runs just
     before the new pair is proven (tests use it to revoke the new certificate)."""
     d = identity_dir(state_dir)
+    if not d.is_dir():
+        raise RotationFailed("the device has no identity yet; provision it first", rolled_back=False)
     with locked(d):
         discard_pending(state_dir)
         current = ident_mod.load(state_dir)
