@@ -64,6 +64,15 @@ class Driver(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class Calibratable(Protocol):
+    """Optional capability: drivers whose device accepts zero/span calibration commands implement it.
+    ``kind`` is "zero" (in zero air) or "span" (``value`` = the span gas concentration in the unit
+    the driver documents). Unsupported kinds raise ``DriverError("unsupported", ...)``."""
+
+    def calibrate(self, kind: str, value: float | None = None) -> None: ...
+
+
 def describe_settings(settings_model: type[BaseModel]) -> dict[str, Any]:
     """Settings of a driver as ``{key: {type, default, description}}`` for ``sensor list``."""
     out: dict[str, Any] = {}

@@ -18,6 +18,7 @@ from pathlib import Path
 from tests.devices.cubic import CubicDevice
 from tests.devices.dynament import DynamentDevice
 from tests.devices.inir import InirDevice
+from tests.devices.modbus_rtu import ModbusRtuDevice
 from tests.devices.nmea import NmeaDevice
 from tests.devices.pty_host import EmulatedDevice, PtyHost
 from tests.devices.winsen import WinsenDevice
@@ -28,6 +29,7 @@ DEVICES: dict[str, tuple[Callable[[float], EmulatedDevice], str]] = {
     "winsen-mh440d": (lambda v: WinsenDevice(raw=int(v)), "raw counts"),
     "inir": (lambda v: InirDevice(ppm=int(v), interval_s=1.0), "ppm"),
     "nmea-gps": (lambda v: NmeaDevice(interval_s=1.0), "(ignored)"),
+    "modbus-rtu": (lambda v: ModbusRtuDevice(holding={0: int(v)}), "holding register 0 of slave 1 (u16)"),
 }
 
 

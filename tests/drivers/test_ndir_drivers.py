@@ -178,3 +178,12 @@ def test_nmea_driver_fix_clock_and_stale(pty_factory):
     finally:
         d.close()
     assert ms["gps_fix_quality"].value == 0 and "latitude" not in ms
+
+
+def test_calibration_capability_is_optional():
+    from drivers.base import Calibratable
+    from drivers.dynament.driver import DynamentDriver, DynamentSettings
+
+    assert isinstance(CubicSjh5Driver(CubicSettings(port="/dev/null")), Calibratable)
+    assert isinstance(WinsenMh440dDriver(WinsenSettings(port="/dev/null", scale=1, unit="ppm")), Calibratable)
+    assert not isinstance(DynamentDriver(DynamentSettings(port="/dev/null", unit="ppm")), Calibratable)
