@@ -74,7 +74,6 @@ class MqttClient:
             port=port,
             ca_filepath=str(ca_file),
             client_id=self.client_id,
-            clean_start=True,
             keep_alive_interval_sec=30,
             min_reconnect_delay_ms=100,
             max_reconnect_delay_ms=1000,
