@@ -129,7 +129,7 @@ def _well_formed(out, shadow: bool) -> None:
             assert isinstance(doc["timestamp"], int)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(shadow_topics, payloads), min_size=1, max_size=6))
 def test_fuzz_shadow_handle_never_raises(requests):
     sh = ShadowService(":memory:")
@@ -143,7 +143,7 @@ def test_fuzz_shadow_handle_never_raises(requests):
         sh.close()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(jobs_topics, payloads), min_size=1, max_size=6))
 def test_fuzz_jobs_handle_never_raises(requests):
     jobs = JobsService(":memory:")
