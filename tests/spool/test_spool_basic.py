@@ -186,7 +186,7 @@ def test_bad_arguments(make_spool, spool_path):
     with pytest.raises(ValueError, match="max_bytes"):
         sp.reconfigure(max_bytes=0, min_free_disk_bytes=0, commit_interval_s=1)
     with pytest.raises(TypeError, match="min_free_disk_bytes"):
-        sp.reconfigure(max_bytes=1 << 20, min_free_disk_bytes=1.5, commit_interval_s=1)  # type: ignore[arg-type]
+        sp.reconfigure(max_bytes=1 << 20, min_free_disk_bytes=1.5, commit_interval_s=1)
     unopened = Spool(spool_path, max_bytes=1 << 20, min_free_disk_bytes=0, commit_interval_s=1)
     with pytest.raises(RuntimeError, match="not open"):
         unopened.append(readings(1))

@@ -22,7 +22,7 @@ def run_and_kill(path: Path, seed: int, rng: random.Random) -> list[list[str]]:
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    assert proc.stdout is not None
+    assert proc.stdout is not None and proc.stderr is not None
     # Wait until the child really works (it printed its first commit), then kill at a random moment.
     deadline = time.monotonic() + 60
     first = [proc.stdout.readline().decode(), proc.stdout.readline().decode()]
