@@ -156,7 +156,7 @@ def prepare_identity(
     conf: AgentConfig, *, heartbeat: Heartbeat | None = None, stop: threading.Event | None = None
 ) -> AgentConfig:
     ident = _load_identity(conf)
-    if conf.provisioning.enabled:
+    if conf.provisioning.enabled and (ident is None or conf.connection.endpoint):
         settings = provisioning_settings(conf)
         # Also finishes a run a crash interrupted (e.g. identity written, not yet verified); on a
         # verified device it returns at once without touching the network.

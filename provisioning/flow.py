@@ -324,7 +324,10 @@ class Provisioner:
     def _token_stale(self, state: State) -> bool:
         if state.at_least("thing-registered"):
             return False
-        created = float(state.data.get("certificate_created_at", 0))
+        try:
+            created = float(state.data.get("certificate_created_at", 0))
+        except (TypeError, ValueError):
+            created = 0.0  # unreadable age: treat as expired, recreating is always safe
         if token_expired(created, self._clock()):
             log.info("ownership token too old, creating the certificate again",
                      extra={"certificate_id": state.data.get("certificate_id")})

@@ -209,3 +209,43 @@ def test_check_permissions_refuses_foreign_owner(tmp_path):
         identity.check_permissions([ident.key_file])
     assert "owned by uid 65534" in str(e.value)
     assert f"chown {identity.current_user()}: {ident.key_file} && chmod 600 {ident.key_file}" in str(e.value)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+identity_like = st.fixed_dictionaries(
+    {}, optional={k: json_values | st.just("key-a.pem") | st.just("cert-a.pem") for k in
+                  ("thing_name", "endpoint", "certificate_id", "cert_file", "key_file", "device_configuration")},
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(doc=st.one_of(json_values, identity_like), raw=st.binary(max_size=40))
+def test_identity_load_fuzz_only_identity_error(tmp_path_factory, doc, raw):
+    state = tmp_path_factory.mktemp("id")
+    d = identity.identity_dir(state)
+    d.mkdir()
+    (d / "key-a.pem").write_text("k")
+    (d / "cert-a.pem").write_text("c")
+    for content in (json.dumps(doc).encode(), raw):
+        (d / "identity.json").write_bytes(content)
+        try:
+            got = identity.load(state)
+        except identity.IdentityError:
+            continue
+        assert got is not None and got.thing_name and got.cert_file.exists()
+
+
+def test_flow_state_file_garbage_means_start_over(tmp_path):
+    from provisioning.flow import STATE_FILE, State
+
+    (tmp_path / STATE_FILE).write_text("{broken")
+    assert State.load(tmp_path) is None
+    (tmp_path / STATE_FILE).write_text(json.dumps({"step": "teleported"}))
+    assert State.load(tmp_path) is None
+    (tmp_path / STATE_FILE).write_text(json.dumps({"step": "key-created", "key_file": "key-x.pem"}))
+    st_ = State.load(tmp_path)
+    assert st_ is not None and st_.at_least("new") and not st_.at_least("certificate-created")
