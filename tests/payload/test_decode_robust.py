@@ -15,7 +15,7 @@ from agent.payload.wire import Reader, put_varint
 from agent.reading import Reading
 from tests.payload.conftest import DEVICE
 
-FUZZ = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _decode_or_error(data: bytes, ct: str | None = None) -> None:

@@ -14,7 +14,7 @@ from tests.payload.conftest import DEVICE, assert_same_batch, batches
 
 
 @pytest.mark.parametrize("encoding", payload.ENCODINGS)
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batch=batches())
 def test_round_trip_arbitrary_batches(encoding: str, batch: Batch) -> None:
     data = payload.encode(batch, encoding)
