@@ -172,13 +172,27 @@ static int load_authz(void)
 
 static void kick_inactive(void)
 {
+	/* Collect first, kick afterwards: a kick runs on_disconnect, which frees list entries. */
+	size_t n = 0, cap = 0;
+	char **victims = NULL;
 	for(struct conn *c = conns; c; c = c->next){
 		struct cert *cert = find_cert(c->cert_id);
-		if(!cert || strcmp(cert->status, "ACTIVE")){
-			mosquitto_log_printf(MOSQ_LOG_NOTICE, "methane_authz: disconnecting %s: certificate %s is no longer ACTIVE", c->client_id, c->cert_id);
-			mosquitto_kick_client_by_clientid(c->client_id, false);
+		if(cert && !strcmp(cert->status, "ACTIVE")) continue;
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, "methane_authz: disconnecting %s: certificate %s is no longer ACTIVE", c->client_id, c->cert_id);
+		if(n == cap){
+			cap = cap ? cap * 2 : 8;
+			char **grown = realloc(victims, cap * sizeof(*victims));
+			if(!grown) break;
+			victims = grown;
 		}
+		victims[n] = strdup(c->client_id);
+		if(victims[n]) n++;
 	}
+	for(size_t i = 0; i < n; i++){
+		mosquitto_kick_client_by_clientid(victims[i], false);
+		free(victims[i]);
+	}
+	free(victims);
 }
 
 /* Reload when the file was replaced; returns 1 if the rules changed. */

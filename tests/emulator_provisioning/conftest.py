@@ -33,7 +33,10 @@ class Device:
         self._identity: iotidentity.IotIdentityClientV2 | None = None
         common = dict(
             endpoint=info.endpoint, port=info.port, ca_filepath=str(info.ca_file), client_id=self.client_id,
+            # No jitter: a dropped test client waits the full minute before reconnecting, so it never
+            # fights another connection for its client id during a test.
             min_reconnect_delay_ms=60_000, max_reconnect_delay_ms=60_000,
+            retry_jitter_mode=mqtt5.ExponentialBackoffJitterMode.NONE,
             on_lifecycle_connection_success=self._ok, on_lifecycle_connection_failure=self._fail,
             on_lifecycle_disconnection=self._disc, on_lifecycle_stopped=lambda d: self.stopped.set(),
             on_publish_received=self._msg,
