@@ -106,7 +106,7 @@ def load_template(text: str | bytes, source: str = "template") -> dict[str, Any]
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TemplateError(f"not valid JSON: {exc}", source) from None
     check_template(doc)
-    return doc  # type: ignore[no-any-return]
+    return doc
 
 
 def check_template(doc: Any) -> None:
