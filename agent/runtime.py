@@ -11,6 +11,8 @@ import asyncio
 import logging
 import os
 import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,10 @@ from agent import config as cfg
 from agent import logs
 from agent.clock import ClockSync
 from agent.connection import Connection
+from agent.identity_setup import IdentitySetupError, prepare_identity
 from agent.notify import Notifier, WatchdogGate
 from agent.sampler import Sampler
-from agent.spool import NewReading, Spool
+from agent.spool import NewReading, Spool, SpoolError
 from agent.status import StatusServer, summary_line
 from agent.uplink import Uplink
 
@@ -205,9 +208,9 @@ class Agent:
             return False
         self.notifier.reloading()
         try:
-            new = cfg.load(self.config_path)
+            new = load_config(self.config_path)
             await self.apply(new)
-        except (cfg.ConfigError, ConfigRejected) as exc:
+        except (cfg.ConfigError, ConfigRejected, IdentitySetupError) as exc:
             self.last_reload_error = str(exc)
             log.error("reload refused; configuration unchanged", extra={"error": str(exc)})
             ok = False
@@ -272,12 +275,45 @@ class Agent:
         }
 
 
+def load_config(config_path: Path, *, heartbeat: Any = None, stop: threading.Event | None = None) -> cfg.AgentConfig:
+    """The file (plus environment), validated, then completed from the device identity: provisioning
+    first when the gateway has none yet. Used at start and by every reload."""
+    conf = cfg.load(config_path)
+    return prepare_identity(conf, heartbeat=heartbeat, stop=stop)
+
+
 def run(config_path: Path) -> int:
     conf = cfg.load(config_path)
     logs.setup(conf.logging.level, conf.logging.format)
+    notifier = Notifier.from_env()
+    stop = threading.Event()
+
+    def heartbeat(status: str) -> None:
+        # Provisioning may wait for the network for a long time: keep systemd informed and patient.
+        notifier.status(status)
+        notifier.extend_timeout(120)
+        notifier.watchdog()
+
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        conf = prepare_identity(conf, heartbeat=heartbeat, stop=stop)
+    except IdentitySetupError as exc:
+        log.error("cannot start: identity", extra={"error": str(exc)})
+        print(str(exc), file=sys.stderr)
+        return 2
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stop.is_set():
+        return 0
     daemon = Agent(conf, config_path)
     try:
         return asyncio.run(daemon.run())
     except ConfigRejected as exc:
         log.error("cannot start", extra={"error": str(exc)})
+        print(f"cannot start: {exc}", file=sys.stderr)
         return 2
+    except SpoolError as exc:
+        log.error("cannot start: spool", extra={"error": str(exc)})
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 1

@@ -77,15 +77,16 @@ class Uplink:
             if self._rewind and not self._inflight:
                 self._cursor = 0
                 self._rewind = False
+            # Cleared before looking, so a notify that arrives while we look is not lost.
+            self.wake.clear()
             if self._rewind or len(self._inflight) >= self.conf.max_inflight:
                 await self._wait(None)
                 continue
             delay = await self._try_send()
-            if delay is not None:
-                await self._wait(delay)
+            if delay != 0.0:
+                await self._wait(delay)  # None: until woken
 
     async def _wait(self, timeout: float | None) -> None:
-        self.wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -23,30 +25,31 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
 
 
-def _offline_status(conf: cfg.AgentConfig) -> dict[str, object]:
-    """No daemon answers: read what the spool file says, read-only."""
-    from agent.spool import Spool
-
-    out: dict[str, object] = {"running": False}
-    if not conf.spool_path.exists():
-        out["spool"] = None
+def _offline_status(conf: cfg.AgentConfig) -> dict[str, Any]:
+    """No daemon answers: count what the spool file holds, strictly read-only (opening it as a Spool
+    could quarantine or migrate it, which a status command must never do)."""
+    out: dict[str, Any] = {"running": False, "spool": None}
+    path = conf.spool_path
+    if not path.exists():
         return out
-    sp = Spool(conf.spool_path, max_bytes=conf.spool.max_bytes, min_free_disk_bytes=0,
-               commit_interval_s=conf.spool.commit_interval_s)
-    sp.open()
     try:
-        st = sp.stats()
-    finally:
-        sp.close()
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as db:
+            rows = 0
+            oldest: int | None = None
+            for table in ("routine", "alarm"):
+                n, low = db.execute(f"SELECT count(*), min(ts) FROM {table}").fetchone()  # noqa: S608
+                rows += n
+                if low is not None:
+                    oldest = low if oldest is None else min(oldest, low)
+    except sqlite3.Error as exc:
+        out["spool"] = {"path": str(path), "error": f"cannot read: {exc}"}
+        return out
     out["spool"] = {
-        "readings": st.readings,
-        "bytes": st.bytes,
-        "oldest_ts_ms": st.oldest_ts_ms,
-        "oldest_age_s": None if st.oldest_ts_ms is None else round(time.time() - st.oldest_ts_ms / 1000, 1),
-        "next_seq": st.next_seq,
-        "evicted_routine": st.evicted_routine,
-        "evicted_alarm": st.evicted_alarm,
-        "quarantined": st.quarantined,
+        "path": str(path),
+        "readings": rows,
+        "file_bytes": path.stat().st_size,
+        "oldest_ts_ms": oldest,
+        "oldest_age_s": None if oldest is None else round(time.time() - oldest / 1000, 1),
     }
     return out
 
