@@ -174,6 +174,52 @@ class ProvisioningConfig(_Section):
         return self
 
 
+ACTION_NAMES = (
+    "config-update", "restart-agent", "reboot", "calibrate-sensor", "rotate-certificate", "upload-diagnostics"
+)
+
+
+class RemoteConfig(_Section):
+    """Remote management (agent/remote/README.md): the named Device Shadow and allowlisted Jobs.
+    Local-only: none of these keys can be changed from the cloud."""
+
+    shadow_enabled: bool = Field(True, description="follow the named shadow's desired config and report status")
+    shadow_name: Annotated[str, Field(pattern=r"^[a-zA-Z0-9:_-]{1,64}$")] = Field(
+        "methane-agent", description="named shadow holding desired config and reported status"
+    )
+    jobs_enabled: bool = Field(True, description="run allowlisted IoT Jobs actions")
+    allow_reboot: bool = Field(False, description="the reboot action is refused unless this is true")
+    reboot_command: list[str] = Field(
+        default_factory=lambda: ["systemctl", "reboot"], min_length=1,
+        description="argv run (no shell) by the reboot action",
+    )
+    reported_min_interval_s: float = Field(
+        60.0, ge=1, le=86_400, description="routine status drift is reported at most this often (billed)"
+    )
+    action_timeout_s: float = Field(300.0, ge=1, le=86_400, description="default timeout of a job action")
+    action_timeouts_s: dict[str, float] = Field(
+        default_factory=dict, description="per-action timeout overrides, e.g. {upload-diagnostics = 60}"
+    )
+    diagnostics_max_bytes: int = Field(
+        256 * 1024, ge=1024, le=16 * 1024 * 1024, description="size cap of an upload-diagnostics bundle"
+    )
+    log_ring_lines: int = Field(500, ge=10, le=10_000, description="recent log lines kept in memory for diagnostics")
+    request_timeout_s: int = Field(30, ge=2, le=300, description="shadow/jobs request timeout")
+
+    @field_validator("action_timeouts_s")
+    @classmethod
+    def _known_actions(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, t in v.items():
+            if name not in ACTION_NAMES:
+                raise ValueError(f"unknown action {name!r}; known: {', '.join(ACTION_NAMES)}")
+            if not 1 <= t <= 86_400:
+                raise ValueError(f"timeout of {name!r} must be 1..86400 s")
+        return v
+
+    def timeout_for(self, action: str) -> float:
+        return self.action_timeouts_s.get(action, self.action_timeout_s)
+
+
 class AgentConfig(_Section):
     state_dir: Path = Field(Path("/var/lib/methane-agent"), description="spool, identity, status socket")
     device: DeviceConfig = Field(default_factory=DeviceConfig)
@@ -184,6 +230,7 @@ class AgentConfig(_Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     clock: ClockConfig = Field(default_factory=ClockConfig)
     provisioning: ProvisioningConfig = Field(default_factory=ProvisioningConfig)
+    remote: RemoteConfig = Field(default_factory=RemoteConfig)
 
     @model_validator(mode="after")
     def _unique_sensor_ids(self) -> AgentConfig:
