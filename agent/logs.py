@@ -90,7 +90,8 @@ def setup(level: str = "INFO", fmt: str = "logfmt", stream: Any = None) -> None:
     handler.addFilter(RateLimitFilter())
     root = logging.getLogger()
     for h in list(root.handlers):
-        root.removeHandler(h)
+        if not getattr(h, "persistent", False):  # e.g. the diagnostics log ring (agent/remote)
+            root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(level)
     # awscrt and others are chatty at DEBUG; keep them at WARNING unless asked.
