@@ -22,7 +22,7 @@ from agent.clock import ClockSync
 from agent.config import SensorConfig
 from agent.spool import NewReading
 from drivers import registry
-from drivers.base import Driver, DriverError, Measurement
+from drivers.base import Calibratable, Driver, DriverError, Measurement
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,23 @@ class SensorTask:
                 log.warning("sensor close failed", extra={"sensor": self.conf.id, "error": str(exc)})
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.health.state = "stopped"
+
+    async def calibrate(self, kind: str, value: float | None, timeout_s: float) -> None:
+        """Zero/span on this sensor's own thread, so it never interleaves with a read on the same
+        port (the executor has one worker). Raises DriverError("unsupported") when the driver has
+        no calibration, TimeoutError after ``timeout_s``."""
+        driver = self._driver
+        if not isinstance(driver, Calibratable):
+            raise DriverError("unsupported", f"driver {self.conf.driver} does not support calibration")
+
+        def run() -> None:
+            if not self._opened:
+                driver.open()
+                self._opened = True
+            driver.calibrate(kind, value)
+
+        loop = asyncio.get_running_loop()
+        await asyncio.wait_for(loop.run_in_executor(self._executor, run), timeout_s)
 
     def _read_blocking(self) -> list[Measurement]:
         if not self._opened:
