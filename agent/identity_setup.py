@@ -169,7 +169,13 @@ def prepare_identity(
             f"connection.cert_file is the claim certificate {claim}; remove connection.cert_file/key_file "
             "so the agent uses its provisioned identity"
         )
-    files = [p for p in (out.connection.key_file, out.connection.cert_file) if p is not None]
+    # The certificate is public (0644 is normal, as AWS ships it); only its tampering matters.
+    cert = out.connection.cert_file
+    if cert is not None and Path(cert).exists() and Path(cert).stat().st_mode & 0o022:
+        raise IdentitySetupError(
+            f"certificate {cert} is writable by group/others; fix with: chmod go-w {cert}"
+        )
+    files = [p for p in (out.connection.key_file,) if p is not None]
     if ident is not None:
         files.append(ident_mod.identity_dir(conf.state_dir) / ident_mod.IDENTITY_FILE)
     try:
