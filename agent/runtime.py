@@ -24,6 +24,7 @@ from agent.clock import ClockSync
 from agent.connection import Connection
 from agent.identity_setup import IdentitySetupError, prepare_identity
 from agent.notify import Notifier, WatchdogGate
+from agent.remote import RemoteManager
 from agent.sampler import Sampler
 from agent.spool import NewReading, Spool, SpoolError
 from agent.status import StatusServer, summary_line
@@ -63,6 +64,7 @@ class Agent:
         self.clock = ClockSync(conf.clock.sync_source)
         self.sampler = Sampler(self._sink, self.clock)
         self.conn: Connection | None = None
+        self.remote: RemoteManager | None = None  # shadow + jobs (agent/remote)
         self.uplink: Uplink | None = None
         self.notifier = Notifier.from_env()
         self.watchdog = WatchdogGate(self.notifier)
@@ -119,6 +121,8 @@ class Agent:
         await self.status_server.start()
         await self.sampler.apply(self.conf.sensors)
         self._make_uplink()
+        self.remote = RemoteManager(self)
+        await self.remote.start()
         self._tasks.append(loop.create_task(self._committer(), name="committer"))
         self._tasks.append(loop.create_task(self._status_loop(), name="status"))
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -141,6 +145,8 @@ class Agent:
         log.info("stopping")
         deadline = time.monotonic() + STOP_BUDGET_S
         await self.sampler.stop()
+        if self.remote is not None:
+            await self.remote.stop()  # before the connection stops
         self.spool.commit()
         if self.uplink is not None:
             await self.uplink.stop(grace_s=max(0.1, min(1.5, deadline - time.monotonic() - 2)))
@@ -201,6 +207,8 @@ class Agent:
         self._tasks = [t for t in self._tasks if t.get_name() != "uplink" or not t.cancel()]
         self.conn, self.uplink = None, None
         self._make_uplink()
+        if self.remote is not None:
+            await self.remote.rebind()
 
     async def reload(self) -> bool:
         """SIGHUP: re-read the file through the same validation; an invalid file changes nothing."""
@@ -209,6 +217,8 @@ class Agent:
         self.notifier.reloading()
         try:
             new = load_config(self.config_path)
+            if self.remote is not None:
+                new = self.remote.layer(new)  # the remote layers stay on top of the file
             await self.apply(new)
         except (cfg.ConfigError, ConfigRejected, IdentitySetupError) as exc:
             self.last_reload_error = str(exc)
@@ -272,6 +282,7 @@ class Agent:
             },
             "uplink": up,
             "sensors": self.sampler.health(),
+            "remote": self.remote.status() if self.remote is not None else None,
         }
 
 

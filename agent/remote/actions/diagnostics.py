@@ -1,0 +1,91 @@
+"""``upload-diagnostics``: a bounded bundle (status + recent log lines from the in-memory ring,
+already redacted by the log formatter) PUT to a presigned HTTPS URL from the job. https only, TLS
+verified (system trust store unless a context is injected), a size cap, a timeout; no redirects
+are followed for the PUT."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import ssl
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+
+import agent
+from agent.remote.actions import Action, ActionContext, Failed, Params, Progress, Result
+
+HTTP_TIMEOUT_S = 30.0
+
+
+class UploadParams(Params):
+    url: str = Field(..., min_length=9, max_length=4096, description="presigned HTTPS PUT URL")
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError("must be an https:// URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials in the authority")
+        if any(c in v for c in "\r\n\x00 "):
+            raise ValueError("must not contain whitespace or control characters")
+        return v
+
+
+def bundle(status: dict[str, Any], lines: list[str], max_bytes: int) -> bytes:
+    """JSON with the status and as many of the NEWEST log lines as fit in ``max_bytes``."""
+    head = {"agent_version": agent.__version__, "created_ts": time.time(), "status": status}
+    base = json.dumps({**head, "logs": []}, default=str).encode()
+    if len(base) > max_bytes:
+        head["status"] = {"truncated": True}
+        base = json.dumps({**head, "logs": []}, default=str).encode()
+    budget = max_bytes - len(base)
+    kept: list[str] = []
+    for line in reversed(lines):
+        cost = len(json.dumps(line).encode()) + 2
+        if cost > budget:
+            break
+        kept.append(line)
+        budget -= cost
+    kept.reverse()
+    return json.dumps({**head, "logs": kept, "logs_dropped": len(lines) - len(kept)}, default=str).encode()
+
+
+def _put(url: str, body: bytes, context: ssl.SSLContext) -> int:
+    """One PUT over http.client: https only (checked again here), no redirects, no proxies."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError("not an https URL")
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    conn = http.client.HTTPSConnection(parts.hostname, parts.port or 443, timeout=HTTP_TIMEOUT_S, context=context)
+    try:
+        conn.request("PUT", path, body=body, headers={"Content-Type": "application/json",
+                                                      "Content-Length": str(len(body))})
+        resp = conn.getresponse()
+        resp.read(65536)
+        return int(resp.status)
+    finally:
+        conn.close()
+
+
+async def run(ctx: ActionContext, params: UploadParams, progress: Progress) -> Result:
+    body = bundle(ctx.agent.status(), ctx.logring.lines(), ctx.remote.diagnostics_max_bytes)
+    context = ctx.https_context or ssl.create_default_context()
+    await progress({"step": "uploading", "bytes": str(len(body))})
+    try:
+        code = await asyncio.to_thread(_put, params.url, body, context)
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise Failed(f"upload failed: {type(exc).__name__}: {exc}") from None
+    if not 200 <= code < 300:
+        raise Failed(f"upload refused: HTTP {code}")
+    return Result({"bytes": str(len(body)), "http_status": str(code)})
+
+
+ACTION = Action("upload-diagnostics", UploadParams, run)

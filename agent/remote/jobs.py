@@ -1,0 +1,320 @@
+"""IoT Jobs with AWS's IotJobsClientV2 on the agent's one MQTT5 client: one job at a time, only
+allowlisted actions (agent/remote/actions), each with a timeout, cancellation honoured.
+
+Flow on every connect: finish what the journal says (a job that restarted the agent or the
+device), then start-next; the notify-next stream wakes the runner for new jobs. While a job runs,
+a notify-next that no longer names it means it was canceled or removed in the cloud: the runner
+checks with describe and cancels the action (no final status: the execution is already
+terminal). A progress update refused as an invalid transition means the same.
+
+Statuses: an unparseable document, an unknown action, invalid params, or an action refused here
+(reboot disabled, sensor without calibration) → REJECTED with the reason; an action that ran and
+failed or timed out → FAILED; otherwise SUCCEEDED. statusDetails stay within IoT Core's limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from awscrt import mqtt_request_response
+from awscrt.exceptions import AwsCrtError
+from awsiot import ServiceStreamOptions, V2ServiceException, iotjobs
+
+from agent.config import RemoteConfig
+from agent.remote.actions import Action, ActionContext, Failed, Rejected, Result, details, parse
+from agent.remote.journal import Entry, Journal
+
+if TYPE_CHECKING:
+    from agent.connection import Connection
+
+log = logging.getLogger(__name__)
+
+S = iotjobs.JobStatus
+TERMINAL = {S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.REJECTED, S.REMOVED, S.CANCELED}
+GONE_CODES = {"TerminalStateReached", "ResourceNotFound", "InvalidStateTransition"}
+RETRY_MIN_S, RETRY_MAX_S = 1.0, 60.0
+
+
+class JobGone(Exception):
+    """The execution is terminal or gone in the cloud (canceled, removed, timed out)."""
+
+
+class JobRunner:
+    def __init__(
+        self,
+        conn: Connection,
+        thing: str,
+        actions: dict[str, Action],
+        ctx: ActionContext,
+        journal: Journal,
+        remote: RemoteConfig,
+    ) -> None:
+        self.conn = conn
+        self.thing = thing
+        self.actions = actions
+        self.ctx = ctx
+        self.journal = journal
+        self.remote = remote
+        self.timeout_s = remote.request_timeout_s
+        opts = mqtt_request_response.ClientOptions(
+            max_request_response_subscriptions=3, max_streaming_subscriptions=2,
+            operation_timeout_in_seconds=remote.request_timeout_s,
+        )
+        self.client = iotjobs.IotJobsClientV2(conn.client, opts)
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._next_queued = False
+        self._task: asyncio.Task[None] | None = None
+        self._current: str | None = None
+        self._current_task: asyncio.Task[None] | None = None
+        self._cancel_reason: str | None = None
+        self._retry_s = RETRY_MIN_S
+        self._stream: Any = None
+        self.history: list[dict[str, str]] = []  # last outcomes, for status
+        self.last_error: str | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._stream = self.client.create_next_job_execution_changed_stream(
+            iotjobs.NextJobExecutionChangedSubscriptionRequest(thing_name=self.thing),
+            ServiceStreamOptions(
+                incoming_event_listener=lambda ev: self._post(self._on_notify_next, ev),
+                subscription_status_listener=lambda ev: self._post(self._on_subscription, ev),
+                deserialization_failure_listener=lambda ev: self._post(self._on_bad_event, ev),
+            ),
+        )
+        self._stream.open()
+        self.conn.on_connect(lambda _present: self.request_next())
+        if self.conn.connected.is_set():
+            self.request_next()
+        self._task = self._loop.create_task(self._run(), name="jobs")
+
+    async def stop(self) -> None:
+        """Shutdown: the running action is cancelled; its journal entry stays, so the next process
+        reports it (SUCCEEDED for a requested restart, FAILED for an interrupted action)."""
+        tasks = [t for t in (self._current_task, self._task) if t is not None]
+        self._cancel_reason = "shutdown"
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._stream = None
+
+    def _post(self, fn: Callable[[Any], None], arg: Any) -> None:
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(fn, arg)
+
+    # --- events ----------------------------------------------------------------------------------
+    def request_next(self) -> None:
+        if not self._next_queued:
+            self._next_queued = True
+            self._queue.put_nowait(("next", None))
+
+    def _on_subscription(self, ev: mqtt_request_response.SubscriptionStatusEvent) -> None:
+        if ev.type == mqtt_request_response.SubscriptionStatusEventType.SUBSCRIPTION_ESTABLISHED:
+            self.request_next()
+        elif ev.type == mqtt_request_response.SubscriptionStatusEventType.SUBSCRIPTION_HALTED:
+            self.last_error = f"notify-next subscription halted: {ev.error}"
+            log.error("jobs notify-next subscription halted (check the IoT policy)", extra={"error": str(ev.error)})
+
+    def _on_bad_event(self, ev: Any) -> None:
+        log.warning("undecodable jobs notification ignored", extra={"error": str(getattr(ev, "cause", ev))[:200]})
+
+    def _on_notify_next(self, ev: iotjobs.NextJobExecutionChangedEvent) -> None:
+        nxt = ev.execution.job_id if ev.execution is not None else None
+        if self._current is not None and nxt != self._current:
+            self._queue.put_nowait(("check", self._current))
+        elif self._current is None:
+            self.request_next()
+
+    # --- worker --------------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            kind, arg = await self._queue.get()
+            try:
+                if kind == "next":
+                    self._next_queued = False
+                    await self._next()
+                elif kind == "check":
+                    await self._check(arg)
+            except (V2ServiceException, AwsCrtError, TimeoutError, concurrent.futures.CancelledError) as exc:
+                self.last_error = _describe(exc)
+                log.warning("jobs request failed", extra={"op": kind, "error": self.last_error})
+                if kind == "next":
+                    delay, self._retry_s = self._retry_s, min(RETRY_MAX_S, self._retry_s * 2)
+                    self._loop.call_later(delay, self._retry)
+
+    def _retry(self) -> None:
+        if self.conn.connected.is_set() and self._current is None:
+            self.request_next()
+
+    async def _call(self, fut: concurrent.futures.Future[Any]) -> Any:
+        return await asyncio.wait_for(asyncio.wrap_future(fut), self.timeout_s + 5)
+
+    async def _next(self) -> None:
+        if self._current is not None or not self.conn.connected.is_set():
+            return
+        if not await self._finish_journal():
+            return
+        resp = await self._call(self.client.start_next_pending_job_execution(
+            iotjobs.StartNextPendingJobExecutionRequest(thing_name=self.thing)))
+        self._retry_s = RETRY_MIN_S
+        ex = resp.execution
+        if ex is None or not ex.job_id:
+            return
+        self._current = ex.job_id
+        self._cancel_reason = None
+        self._current_task = self._loop.create_task(self._execute(ex), name=f"job-{ex.job_id}")
+
+    async def _check(self, job_id: str) -> None:
+        """notify-next moved past our job: is it still ours to finish?"""
+        if self._current != job_id:
+            return
+        try:
+            resp = await self._call(self.client.describe_job_execution(
+                iotjobs.DescribeJobExecutionRequest(thing_name=self.thing, job_id=job_id, include_job_document=False)))
+        except V2ServiceException as exc:
+            if _code(exc) not in GONE_CODES:
+                raise
+            status = "gone"
+        else:
+            ex = resp.execution
+            status = ex.status if ex is not None else "gone"
+            if status not in TERMINAL and status != "gone":
+                return
+        self._cancel(job_id, f"execution is {status} in the cloud")
+
+    def _cancel(self, job_id: str, why: str) -> None:
+        if self._current == job_id and self._current_task is not None and not self._current_task.done():
+            log.warning("job canceled in the cloud; stopping its action", extra={"job_id": job_id, "why": why})
+            self._cancel_reason = why
+            self._current_task.cancel()
+
+    # --- one job --------------------------------------------------------------------------------------
+    async def _update(self, job_id: str, status: str, info: dict[str, Any]) -> None:
+        try:
+            await self._call(self.client.update_job_execution(iotjobs.UpdateJobExecutionRequest(
+                thing_name=self.thing, job_id=job_id, status=status, status_details=details(info))))
+        except V2ServiceException as exc:
+            if _code(exc) in GONE_CODES:
+                raise JobGone(_describe(exc)) from None
+            raise
+
+    async def _execute(self, ex: iotjobs.JobExecutionData) -> None:
+        job_id = ex.job_id
+        outcome = "?"
+        try:
+            outcome = await self._execute_inner(job_id, ex.job_document)
+        except asyncio.CancelledError:
+            if self._cancel_reason == "shutdown":
+                raise
+            outcome = "CANCELED"  # by the cloud: the execution is terminal already
+            self.journal.clear()
+        except JobGone as exc:
+            outcome = "CANCELED"
+            self.journal.clear()
+            log.warning("job ended in the cloud while running", extra={"job_id": job_id, "error": str(exc)})
+        except (V2ServiceException, AwsCrtError, TimeoutError, concurrent.futures.CancelledError) as exc:
+            # The final status could not be sent; the journal (if any) lets the next connect retry.
+            outcome = "UNREPORTED"
+            self.last_error = _describe(exc)
+            log.warning("job status update failed", extra={"job_id": job_id, "error": self.last_error})
+        finally:
+            if self._cancel_reason != "shutdown":
+                self.history = [*self.history[-9:], {"job_id": job_id, "outcome": outcome}]
+                self._current, self._current_task = None, None
+                self.request_next()
+
+    async def _execute_inner(self, job_id: str, document: Any) -> str:
+        try:
+            action, params = parse(document, self.actions, self.remote)
+        except Rejected as exc:
+            log.warning("job rejected", extra={"job_id": job_id, "reason": str(exc)})
+            await self._update(job_id, S.REJECTED, {"reason": str(exc)})
+            return S.REJECTED
+        name = action.name
+        self.journal.write(Entry(job_id, name, "running", _safe_boot_id(self.ctx), time.time()))
+        await self._update(job_id, S.IN_PROGRESS, {"action": name, "step": "started"})
+
+        def set_phase(phase: str) -> None:
+            self.journal.write(Entry(job_id, name, phase, _safe_boot_id(self.ctx), time.time()))
+
+        async def progress(info: dict[str, str]) -> None:
+            await self._update(job_id, S.IN_PROGRESS, {"action": name, **info})
+
+        ctx = ActionContext(**{**self.ctx.__dict__, "set_phase": set_phase})
+        timeout = self.remote.timeout_for(name)
+        status, info = S.SUCCEEDED, {"action": name}
+        result: Result | None = None
+        try:
+            result = await asyncio.wait_for(action.run(ctx, params, progress), timeout)
+            info.update(result.details)
+        except TimeoutError:
+            status, info = S.FAILED, {"action": name, "reason": f"timed out after {timeout:g} s"}
+        except Rejected as exc:
+            status, info = S.REJECTED, {"action": name, "reason": str(exc)}
+        except Failed as exc:
+            status, info = S.FAILED, {"action": name, "reason": str(exc)}
+        log.info("job finished", extra={"job_id": job_id, "action": name, "status": status,
+                                        "reason": info.get("reason", "")})
+        await self._update(job_id, status, info)
+        self.journal.clear()
+        if result is not None and result.restart_after:
+            self.ctx.restart()
+        return str(status)
+
+    async def _finish_journal(self) -> bool:
+        """The job a previous process left in hand gets its final status; True when done."""
+        entry = self.journal.read()
+        if entry is None:
+            return True
+        if entry.phase == "restarting":
+            status, why = S.SUCCEEDED, "agent restarted"
+        elif entry.phase == "rebooting":
+            now_boot = _safe_boot_id(self.ctx)
+            if now_boot != entry.boot_id:
+                status, why = S.SUCCEEDED, "device rebooted"
+            else:
+                status, why = S.FAILED, "the device did not reboot (same boot id)"
+        else:
+            status, why = S.FAILED, "interrupted: the agent stopped while the action ran"
+        try:
+            await self._update(entry.job_id, status, {"action": entry.action, "reason": why})
+        except JobGone as exc:
+            log.info("journaled job already ended in the cloud", extra={"job_id": entry.job_id, "error": str(exc)})
+        else:
+            log.info("journaled job finished", extra={"job_id": entry.job_id, "status": status, "reason": why})
+            self.history = [*self.history[-9:], {"job_id": entry.job_id, "outcome": str(status)}]
+        self.journal.clear()
+        return True
+
+    def status(self) -> dict[str, Any]:
+        return {"current_job": self._current, "recent": list(self.history), "last_error": self.last_error}
+
+
+def _safe_boot_id(ctx: ActionContext) -> str:
+    try:
+        return ctx.boot_id()
+    except OSError:
+        return "unknown"
+
+
+def _code(exc: V2ServiceException) -> str | None:
+    err = exc.modeled_error
+    code = getattr(err, "code", None)
+    return str(code) if code is not None else None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, V2ServiceException):
+        err = exc.modeled_error
+        if err is not None:
+            return f"{exc.message}: {getattr(err, 'code', '')} {getattr(err, 'message', '')}".strip()
+        return f"{exc.message}: {exc.inner_error}"
+    if isinstance(exc, AwsCrtError):
+        return f"{exc.name}: {exc.message}"
+    return type(exc).__name__
