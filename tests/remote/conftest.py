@@ -1,0 +1,130 @@
+"""A running emulator with the Shadow and Jobs services (one per module), a fresh thing per test,
+and helpers to run the real Agent in-process on the test's own asyncio loop (main thread, so its
+signal handlers install as in production)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from agent import config as cfg
+from agent.runtime import Agent
+from emulator import Emulator
+from emulator.admin import Admin
+from emulator.services.device_services import DeviceServices
+
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def remote_emulator(tmp_path_factory) -> Iterator[Emulator]:
+    emu = Emulator(tmp_path_factory.mktemp("remote") / "emulator", components=[DeviceServices()])
+    emu.start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture
+def admin(remote_emulator) -> Admin:
+    return Admin(remote_emulator.state_dir)
+
+
+@dataclass
+class Gateway:
+    thing: str
+    cert: Path
+    key: Path
+    state_dir: Path
+    emu: Emulator
+
+    def conf(self, remote: dict[str, Any] | None = None, port: int | None = None, **extra: Any) -> cfg.AgentConfig:
+        info = self.emu.info
+        assert info is not None
+        data: dict[str, Any] = {
+            "state_dir": str(self.state_dir),
+            "device": {"thing_name": self.thing},
+            "connection": {
+                "endpoint": info.endpoint, "port": port or info.port, "ca_file": str(info.ca_file),
+                "cert_file": str(self.cert), "key_file": str(self.key),
+                "min_reconnect_delay_ms": 100, "max_reconnect_delay_ms": 1000,
+            },
+            "sensors": [{"id": "sim-1", "driver": "simulated", "interval_s": 0.5, "settings": {"seed": 1}}],
+            "uplink": {"batch_max_age_s": 1.0},
+            "remote": {"reported_min_interval_s": 1.0, "request_timeout_s": 5, **(remote or {})},
+            **extra,
+        }
+        return cfg.validate(data)
+
+
+@pytest.fixture
+def gateway(remote_emulator) -> Iterator[Gateway]:
+    thing = f"gw-{uuid.uuid4().hex[:10]}"
+    cert, key = remote_emulator.issue_identity(thing)
+    # Short path: the status socket lives in state_dir (Unix socket paths are limited to 107 bytes).
+    state = Path(tempfile.mkdtemp(prefix="rm-"))
+    try:
+        yield Gateway(thing, cert, key, state, remote_emulator)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@asynccontextmanager
+async def running(agent: Agent, **manager_kw: Any) -> AsyncIterator[Agent]:
+    """Run ``agent`` until the block ends (or it stops by itself, e.g. restart-agent)."""
+    if manager_kw:
+        from agent import remote as remote_pkg
+
+        real = remote_pkg.RemoteManager
+
+        def make(a: Agent) -> remote_pkg.RemoteManager:
+            return real(a, **manager_kw)
+
+        import agent.runtime as rt
+
+        rt.RemoteManager = make  # type: ignore[assignment,misc]
+    task = asyncio.get_running_loop().create_task(agent.run())
+    try:
+        await eventually(lambda: agent.remote is not None and agent.status_server._server is not None)
+        yield agent
+    finally:
+        if manager_kw:
+            import agent.runtime as rt
+
+            rt.RemoteManager = real  # type: ignore[misc]
+        agent.request_stop()
+        await asyncio.wait_for(task, 15)
+
+
+async def eventually(fn: Callable[[], T], timeout_s: float = 20.0, interval_s: float = 0.05) -> T:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s: {fn}")
+        await asyncio.sleep(interval_s)
+
+
+async def eventually_async(fn: Callable[[], Any], timeout_s: float = 20.0, interval_s: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while True:
+        last = await fn()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s; last: {last!r}")
+        await asyncio.sleep(interval_s)
