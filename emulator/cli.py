@@ -63,7 +63,9 @@ def serve_cmd(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        emu = Emulator(args.state_dir, port=args.port, thing=args.thing, components=_serve_components())
+        emu = Emulator(
+            args.state_dir, port=args.port, thing=args.thing, components=_serve_components(), fleet_provisioning=True
+        )
     except PkiError as exc:
         print(f"error: --thing: {exc}", file=sys.stderr)
         return 2
