@@ -153,7 +153,8 @@ class JobRunner:
             self.request_next()
 
     async def _call(self, fut: concurrent.futures.Future[Any]) -> Any:
-        return await asyncio.wait_for(asyncio.wrap_future(fut), self.timeout_s + 5)
+        # shield: a cancelled wait must not cancel awscrt's future (it completes it later)
+        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), self.timeout_s + 5)
 
     async def _next(self) -> None:
         if self._current is not None or not self.conn.connected.is_set():

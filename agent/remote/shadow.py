@@ -183,7 +183,8 @@ class ShadowSync:
             self.request_sync()
 
     async def _call(self, fut: concurrent.futures.Future[Any]) -> Any:
-        return await asyncio.wait_for(asyncio.wrap_future(fut), self.timeout_s + 5)
+        # shield: a cancelled wait must not cancel awscrt's future (it completes it later)
+        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), self.timeout_s + 5)
 
     async def _sync(self) -> None:
         if not self.conn.connected.is_set():

@@ -1,0 +1,291 @@
+"""Jobs against the emulator's Jobs service with the real agent: every action's success and
+failure paths, reject, timeout, cancel, and jobs that span an agent restart or a reboot."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import ssl
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from agent.remote.journal import Journal
+from agent.runtime import Agent
+from tests.remote.conftest import eventually, eventually_async, running
+
+
+def _job(admin, gateway, document: Any) -> str:
+    job_id = f"job-{uuid.uuid4().hex[:10]}"
+    admin.job_create(document, [gateway.thing], job_id=job_id)
+    return job_id
+
+
+def _execution(admin, job_id: str) -> dict[str, Any]:
+    return admin.job_describe(job_id)["executions"][0]
+
+
+async def _final(admin, job_id: str, timeout_s: float = 20.0) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        ex = _execution(admin, job_id)
+        return ex if ex["status"] not in ("QUEUED", "IN_PROGRESS") else None
+
+    return await eventually_async(lambda: asyncio.to_thread(done), timeout_s)
+
+
+def test_config_update_success_and_invalid_patch_rejected(gateway, admin):
+    async def scenario() -> None:
+        agent = Agent(gateway.conf())
+        async with running(agent):
+            ok = await asyncio.to_thread(_job, admin, gateway, {
+                "action": "config-update", "params": {"patch": {"uplink": {"batch_max_age_s": 5}}}})
+            ex = await _final(admin, ok)
+            assert ex["status"] == "SUCCEEDED", ex
+            assert ex["statusDetails"]["config_hash"] == agent.conf.digest()
+            assert agent.conf.uplink.batch_max_age_s == 5
+            before = agent.conf.digest()
+            bad = await asyncio.to_thread(_job, admin, gateway, {
+                "action": "config-update", "params": {"patch": {"spool": {"path": "/etc/passwd"}}}})
+            ex = await _final(admin, bad)
+            assert ex["status"] == "REJECTED" and "local only" in ex["statusDetails"]["reason"], ex
+            assert agent.conf.digest() == before
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("document", "reason"), [
+    ({"action": "rm-rf", "params": {}}, "unknown action"),
+    ({"action": "config-update", "params": {"patch": {}, "shell": "reboot"}}, "params"),
+    ({"action": "calibrate-sensor", "params": {"sensor_id": "sim-1", "kind": "span"}}, "span calibration needs value"),
+    ({"action": "reboot"}, "disabled"),
+    ({"action": "upload-diagnostics", "params": {"url": "http://example.com/x"}}, "https"),
+    ({"action": "calibrate-sensor", "params": {"sensor_id": "sim-1", "kind": "zero"}}, "does not support calibration"),
+    ({"params": {}, "action": 7}, "action"),
+])
+def test_rejected_with_reason(gateway, admin, document, reason):
+    async def scenario() -> None:
+        agent = Agent(gateway.conf())
+        async with running(agent):
+            before = agent.conf.digest()
+            job = await asyncio.to_thread(_job, admin, gateway, document)
+            ex = await _final(admin, job)
+            assert ex["status"] == "REJECTED", ex
+            assert reason in ex["statusDetails"]["reason"], ex
+            assert all(len(v) <= 128 for v in ex["statusDetails"].values())
+            assert agent.conf.digest() == before
+
+    asyncio.run(scenario())
+
+
+def test_restart_agent_spans_the_restart_exactly_once(gateway, admin):
+    async def scenario() -> None:
+        agent = Agent(gateway.conf())
+        task = asyncio.get_running_loop().create_task(agent.run())
+        await eventually(lambda: agent.remote is not None and agent.remote.jobs is not None)
+        job = await asyncio.to_thread(_job, admin, gateway, {"action": "restart-agent"})
+        await asyncio.wait_for(task, 20)  # the action stopped the agent (systemd would restart it)
+        journal = Journal(gateway.state_dir).read()
+        assert journal is not None and journal.job_id == job and journal.phase == "restarting"
+        assert (await asyncio.to_thread(_execution, admin, job))["status"] == "IN_PROGRESS"
+        again = Agent(gateway.conf())
+        async with running(again):
+            ex = await _final(admin, job)
+            assert ex["status"] == "SUCCEEDED" and ex["statusDetails"]["reason"] == "agent restarted", ex
+            await eventually(lambda: Journal(gateway.state_dir).read() is None)
+        # A third start has nothing left to report.
+        third = Agent(gateway.conf())
+        async with running(third):
+            await eventually(lambda: third.remote.jobs is not None)
+            await asyncio.sleep(0.5)
+            assert third.remote.jobs.history == []
+
+    asyncio.run(scenario())
+
+
+def test_reboot_runs_local_argv_and_finishes_after_the_reboot(gateway, admin):
+    calls: list[list[str]] = []
+    boot = {"id": "boot-a"}
+
+    async def scenario() -> None:
+        agent = Agent(gateway.conf(remote={"allow_reboot": True, "reboot_command": ["/sbin/test-reboot", "now"]}))
+
+        async def fake_reboot(argv: list[str]) -> tuple[int, str]:
+            calls.append(argv)
+            agent.request_stop()  # the system going down stops the agent
+            return 0, ""
+
+        task_kw = {"run_argv": fake_reboot, "boot_id": lambda: boot["id"]}
+        async with running(agent, **task_kw):
+            job = await asyncio.to_thread(_job, admin, gateway, {"action": "reboot"})
+            await eventually(lambda: calls)
+        assert calls == [["/sbin/test-reboot", "now"]]
+        boot["id"] = "boot-b"
+        again = Agent(gateway.conf(remote={"allow_reboot": True}))
+        async with running(again, boot_id=lambda: boot["id"]):
+            ex = await _final(admin, job)
+            assert ex["status"] == "SUCCEEDED" and ex["statusDetails"]["reason"] == "device rebooted", ex
+
+    asyncio.run(scenario())
+
+
+def test_reboot_command_failure_and_no_reboot_fail(gateway, admin):
+    async def scenario() -> None:
+        async def refuses(argv: list[str]) -> tuple[int, str]:
+            return 1, "Failed to reboot: Access denied"
+
+        agent = Agent(gateway.conf(remote={"allow_reboot": True}))
+        async with running(agent, run_argv=refuses, boot_id=lambda: "same"):
+            job = await asyncio.to_thread(_job, admin, gateway, {"action": "reboot"})
+            ex = await _final(admin, job)
+            assert ex["status"] == "FAILED" and "Access denied" in ex["statusDetails"]["reason"], ex
+
+            # The command "succeeds" but the device never goes down: the action times out.
+            async def no_op(argv: list[str]) -> tuple[int, str]:
+                return 0, ""
+
+            agent.remote.ctx.run_argv = no_op
+            agent.remote.conf.action_timeouts_s["reboot"] = 1.0
+            job2 = await asyncio.to_thread(_job, admin, gateway, {"action": "reboot"})
+            ex = await _final(admin, job2)
+            assert ex["status"] == "FAILED" and "timed out after 1 s" in ex["statusDetails"]["reason"], ex
+
+    asyncio.run(scenario())
+
+
+def test_agent_stopped_mid_action_reports_failed_after_restart(gateway, admin):
+    async def scenario() -> None:
+        async def hangs(argv: list[str]) -> tuple[int, str]:
+            await asyncio.Event().wait()
+            return 0, ""
+
+        agent = Agent(gateway.conf(remote={"allow_reboot": True}))
+        async with running(agent, run_argv=hangs):
+            job = await asyncio.to_thread(_job, admin, gateway, {"action": "reboot"})
+            await eventually(lambda: (e := Journal(gateway.state_dir).read()) is not None and e.phase == "rebooting")
+        # journal says "rebooting" with this boot id and we come back on the same boot: FAILED
+        again = Agent(gateway.conf())
+        async with running(again):
+            ex = await _final(admin, job)
+            assert ex["status"] == "FAILED" and "did not reboot" in ex["statusDetails"]["reason"], ex
+
+    asyncio.run(scenario())
+
+
+def test_cancel_stops_the_action_and_the_next_job_runs(gateway, admin):
+    async def scenario() -> None:
+        started = asyncio.Event()
+        cancelled: list[bool] = []
+
+        async def hangs(argv: list[str]) -> tuple[int, str]:
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.append(True)
+                raise
+            return 0, ""
+
+        agent = Agent(gateway.conf(remote={"allow_reboot": True}))
+        async with running(agent, run_argv=hangs):
+            job = await asyncio.to_thread(_job, admin, gateway, {"action": "reboot"})
+            await asyncio.wait_for(started.wait(), 20)
+            nxt = await asyncio.to_thread(_job, admin, gateway, {
+                "action": "config-update", "params": {"patch": {"logging": {"format": "json"}}}})
+            await asyncio.to_thread(admin.job_cancel, job, True)
+            await eventually(lambda: cancelled)
+            assert (await asyncio.to_thread(_execution, admin, job))["status"] == "CANCELED"
+            ex = await _final(admin, nxt)
+            assert ex["status"] == "SUCCEEDED", ex
+            await eventually(lambda: Journal(gateway.state_dir).read() is None)
+
+    asyncio.run(scenario())
+
+
+def test_rotate_certificate_without_identity_fails_cleanly(gateway, admin):
+    async def scenario() -> None:
+        agent = Agent(gateway.conf())
+        async with running(agent):
+            job = await asyncio.to_thread(_job, admin, gateway, {"action": "rotate-certificate"})
+            ex = await _final(admin, job)
+            assert ex["status"] == "FAILED" and "no identity" in ex["statusDetails"]["reason"], ex
+            assert agent.conn is not None and agent.conn.connected.is_set()
+
+    asyncio.run(scenario())
+
+
+def _upload(url: str) -> dict[str, Any]:
+    return {"action": "upload-diagnostics", "params": {"url": url}}
+
+
+class _Upload(http.server.BaseHTTPRequestHandler):
+    received: list[bytes] = []
+    status = 200
+
+    def do_PUT(self) -> None:
+        n = int(self.headers.get("Content-Length", "0"))
+        type(self).received.append(self.rfile.read(n))
+        self.send_response(type(self).status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def https_server(remote_emulator) -> Iterator[tuple[str, ssl.SSLContext, type[_Upload]]]:
+    handler = type("Upload", (_Upload,), {"received": [], "status": 200})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    cert, key = remote_emulator.ca.ensure_server()
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(cert, key)
+    server.socket = sctx.wrap_socket(server.socket, server_side=True)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    client_ctx = ssl.create_default_context(cafile=str(remote_emulator.info.ca_file))
+    try:
+        yield f"https://localhost:{server.server_address[1]}/bucket/diag?X-Amz-Signature=abc", client_ctx, handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_upload_diagnostics_success_cap_and_refusal(gateway, admin, https_server):
+    url, ctx, handler = https_server
+
+    async def scenario() -> None:
+        import json
+
+        agent = Agent(gateway.conf(remote={"diagnostics_max_bytes": 4096}))
+        async with running(agent, https_context=ctx):
+            job = await asyncio.to_thread(_job, admin, gateway, _upload(url))
+            ex = await _final(admin, job)
+            assert ex["status"] == "SUCCEEDED", ex
+            body = handler.received[-1]
+            assert len(body) <= 4096
+            bundle = json.loads(body)
+            assert bundle["status"]["agent"]["thing_name"] == gateway.thing
+            assert bundle["logs"] and "BEGIN" not in body.decode()
+            handler.status = 403
+            job = await asyncio.to_thread(_job, admin, gateway, _upload(url))
+            ex = await _final(admin, job)
+            assert ex["status"] == "FAILED" and "HTTP 403" in ex["statusDetails"]["reason"], ex
+
+    asyncio.run(scenario())
+
+
+def test_upload_diagnostics_untrusted_certificate_fails(gateway, admin, https_server):
+    url, _ctx, handler = https_server
+
+    async def scenario() -> None:
+        agent = Agent(gateway.conf())
+        async with running(agent):  # system trust store: the test CA is not trusted
+            job = await asyncio.to_thread(_job, admin, gateway, _upload(url))
+            ex = await _final(admin, job)
+            assert ex["status"] == "FAILED" and "CERTIFICATE_VERIFY_FAILED" in ex["statusDetails"]["reason"], ex
+            assert handler.received == []
+
+    asyncio.run(scenario())
