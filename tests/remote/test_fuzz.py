@@ -65,7 +65,9 @@ def test_fuzzed_deltas_apply_atomically_or_change_nothing(docs: list[dict[str, A
                     assert all(isinstance(p, str) and isinstance(r, str) for p, r in errors)
                 else:
                     # applied is exactly the document over the file config, and local-only parts held
-                    assert agent.conf == to_config(conf, doc)
+                    # (nulls delete, as in a merge patch; a real shadow never sends them)
+                    assert agent.conf == to_config(conf, cfg.merge_patch({}, doc))
+                    assert manager.layer_.layers["shadow"] == doc
                 assert agent.conf.connection == conf.connection and agent.conf.state_dir == conf.state_dir
                 assert agent.conf.spool.path == conf.spool.path and agent.conf.uplink.topic == conf.uplink.topic
         finally:
