@@ -182,6 +182,10 @@ class TelemetryRecorder:
             port=info.port,
             client_id=self.client_id,
             keep_alive_interval_sec=60,
+            # A persistent session (the broker keeps it across its own restarts): telemetry published
+            # while the recorder reconnects is queued for it, not lost.
+            session_behavior=mqtt5.ClientSessionBehaviorType.REJOIN_ALWAYS,
+            session_expiry_interval_sec=3600,
             min_reconnect_delay_ms=100,
             max_reconnect_delay_ms=2000,
             extended_validation_and_flow_control_options=mqtt5.ExtendedValidationAndFlowControlOptions.NONE,
@@ -194,8 +198,9 @@ class TelemetryRecorder:
         if not self._connected.wait(START_TIMEOUT_S):
             self.stop()
             raise RecorderError(f"telemetry recorder did not connect within {START_TIMEOUT_S:.0f}s")
-        # Subscribe from here, not from the callback: a callback must never wait on awscrt. The
-        # broker has persistence off, so the recorder resubscribes after a restart (_on_connected).
+        # Subscribe from here, not from the callback: a callback must never wait on awscrt. After a
+        # broker restart the session (and its subscriptions) is restored from the broker's
+        # persistence file; the recorder resubscribes anyway in case it was not (_on_connected).
         self._subscribe(START_TIMEOUT_S)
 
     def _subscribe(self, timeout: float) -> None:
