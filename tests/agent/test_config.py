@@ -142,7 +142,9 @@ def test_digest_changes_with_content():
         st.sampled_from(["state_dir", "device", "connection", "uplink", "spool", "sensors", "logging", "x"]),
         st.recursive(
             st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-            lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+            lambda children: (
+                st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+            ),
             max_leaves=8,
         ),
         max_size=4,
