@@ -108,7 +108,7 @@ def main() -> None:
     emu.start()
     try:
         admin = Admin(emu.state_dir)
-        results = {}
+        results: dict[str, Any] = {}
         for name, fn in (("live_delta", _live), ("restart_to_apply", _restart)):
             thing = f"bench-{name.replace('_', '-')}"
             cert, key = emu.issue_identity(thing)

@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 import pytest
 
 from agent import config as cfg
+from agent.remote import RemoteManager
+from agent.remote.jobs import JobRunner
 from agent.runtime import Agent
 from emulator import Emulator
 from emulator.admin import Admin
@@ -105,6 +107,17 @@ async def running(agent: Agent, **manager_kw: Any) -> AsyncIterator[Agent]:
             rt.RemoteManager = real  # type: ignore[misc]
         agent.request_stop()
         await asyncio.wait_for(task, 15)
+
+
+def remote_of(agent: Agent) -> RemoteManager:
+    assert agent.remote is not None
+    return agent.remote
+
+
+def jobs_of(agent: Agent) -> JobRunner:
+    jobs = remote_of(agent).jobs
+    assert jobs is not None
+    return jobs
 
 
 async def eventually(fn: Callable[[], T], timeout_s: float = 20.0, interval_s: float = 0.05) -> T:

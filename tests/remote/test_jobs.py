@@ -15,7 +15,7 @@ import pytest
 
 from agent.remote.journal import Journal
 from agent.runtime import Agent
-from tests.remote.conftest import eventually, eventually_async, running
+from tests.remote.conftest import eventually, eventually_async, jobs_of, remote_of, running
 
 
 def _job(admin, gateway, document: Any) -> str:
@@ -84,7 +84,7 @@ def test_restart_agent_spans_the_restart_exactly_once(gateway, admin):
     async def scenario() -> None:
         agent = Agent(gateway.conf())
         task = asyncio.get_running_loop().create_task(agent.run())
-        await eventually(lambda: agent.remote is not None and agent.remote.jobs is not None)
+        await eventually(lambda: agent.remote is not None and remote_of(agent).jobs is not None)
         job = await asyncio.to_thread(_job, admin, gateway, {"action": "restart-agent"})
         await asyncio.wait_for(task, 20)  # the action stopped the agent (systemd would restart it)
         journal = Journal(gateway.state_dir).read()
@@ -98,9 +98,9 @@ def test_restart_agent_spans_the_restart_exactly_once(gateway, admin):
         # A third start has nothing left to report.
         third = Agent(gateway.conf())
         async with running(third):
-            await eventually(lambda: third.remote.jobs is not None)
+            await eventually(lambda: remote_of(third).jobs is not None)
             await asyncio.sleep(0.5)
-            assert third.remote.jobs.history == []
+            assert jobs_of(third).history == []
 
     asyncio.run(scenario())
 
@@ -146,8 +146,8 @@ def test_reboot_command_failure_and_no_reboot_fail(gateway, admin):
             async def no_op(argv: list[str]) -> tuple[int, str]:
                 return 0, ""
 
-            agent.remote.ctx.run_argv = no_op
-            agent.remote.conf.action_timeouts_s["reboot"] = 1.0
+            remote_of(agent).ctx.run_argv = no_op
+            remote_of(agent).conf.action_timeouts_s["reboot"] = 1.0
             job2 = await asyncio.to_thread(_job, admin, gateway, {"action": "reboot"})
             ex = await _final(admin, job2)
             assert ex["status"] == "FAILED" and "timed out after 1 s" in ex["statusDetails"]["reason"], ex
