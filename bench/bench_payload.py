@@ -31,6 +31,8 @@ TOPIC = "dt/methane/site-1/gw-0001/telemetry"
 UNIT = 5120
 DEVICE = "gw-0001"
 BUDGET = UNIT - len(TOPIC)
+# A compact 5 KB batch holds ~6,600 readings: --quick must still fill several of them.
+QUICK_SECONDS = 6000
 
 
 def stream(seconds: int) -> list[Reading]:
@@ -184,9 +186,10 @@ def measure(name: str, readings: list[Reading], drain: list[Reading]) -> dict[st
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=int, default=30_000, help="simulated seconds (4 readings each)")
-    ap.add_argument("--quick", action="store_true", help="a short run for a smoke test")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"{QUICK_SECONDS} simulated seconds (about 30 s): enough for a few filled 5 KB batches")
     args = ap.parse_args()
-    seconds = 1200 if args.quick else args.seconds
+    seconds = QUICK_SECONDS if args.quick else args.seconds
     readings = stream(seconds)
     minute_set = readings[: min(len(readings), 240 * 200)]
     naive = [naive_message(r) for r in minute_set]
