@@ -11,12 +11,12 @@ almost nothing. Writes are atomic (temp file, fsync, rename, fsync of the direct
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from provisioning.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -63,22 +63,4 @@ def load(path: Path) -> SidecarState | None:
 def store(path: Path, state: SidecarState) -> None:
     """Replace the sidecar atomically. Raises OSError (e.g. ENOSPC) and leaves the old file intact."""
     body = json.dumps({"version": VERSION, **asdict(state)}, separators=(",", ":")).encode()
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(body)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except OSError:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, body, 0o600)

@@ -13,12 +13,10 @@ although IoT Core thing names may be 128.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import ipaddress
 import json
-import os
 import re
 from pathlib import Path
 
@@ -27,6 +25,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from provisioning.files import write_atomic
 
 IDENTITY = re.compile(r"^[a-zA-Z0-9:_-]{1,64}$")
 CA_DAYS = 3650
@@ -57,41 +57,13 @@ def check_identity(cn: str) -> str:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write a secret atomically: the temp file is created 0600 by ``open`` itself (never chmod
-    after write), fsynced, then renamed over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _mkstemp(path, 0o600)
-    _finish(fd, tmp, path, data)
+    """Write a secret atomically, 0600 from its first byte (never chmod after write)."""
+    write_atomic(path, data, 0o600)
 
 
 def write_public(path: Path, data: bytes) -> None:
     """Atomically replace a non-secret file (certificate, CRL, JSON) readable by everyone."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _mkstemp(path, 0o644)
-    _finish(fd, tmp, path, data)
-
-
-def _mkstemp(path: Path, mode: int) -> tuple[int, str]:
-    for _ in range(100):
-        tmp = os.path.join(path.parent, f".{path.name}.{os.urandom(6).hex()}.tmp")
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"could not create a temp file next to {path}")
-
-
-def _finish(fd: int, tmp: str, path: Path, data: bytes) -> None:
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, data, 0o644)
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:

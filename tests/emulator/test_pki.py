@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from emulator import pki
 from emulator.pki import CertificateAuthority, PkiError
+from provisioning import files
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +54,13 @@ def test_write_private_is_born_0600(tmp_path, monkeypatch):
     real_open = os.open
 
     def spy(path, flags, mode=0o777, *a, **kw):
-        modes.append((str(path), flags & os.O_EXCL, mode))
+        if flags & os.O_CREAT:  # file creations (the directory fsync opens read-only)
+            modes.append((str(path), flags & os.O_EXCL, mode))
         return real_open(path, flags, mode, *a, **kw)
 
-    monkeypatch.setattr(pki.os, "open", spy)
-    monkeypatch.setattr(pki.os, "chmod", lambda *a, **k: pytest.fail("chmod called"))
+    # pki writes through the project's one atomic writer.
+    monkeypatch.setattr(files.os, "open", spy)
+    monkeypatch.setattr(files.os, "chmod", lambda *a, **k: pytest.fail("chmod called"))
     pki.write_private(tmp_path / "k.key", b"secret")
     assert modes and all(m == 0o600 and excl for _, excl, m in modes)
     assert (tmp_path / "k.key").read_bytes() == b"secret"
