@@ -36,13 +36,7 @@ class CubicSjh5Driver:
             raise TypeError("CubicSjh5Driver needs CubicSettings")
         self._s = settings
         self._warmup = WarmupTimer()
-        self._port = SerialPort(
-            settings.port,
-            settings.baud,
-            reconnect_min_s=settings.reconnect_min_s,
-            reconnect_max_s=settings.reconnect_max_s,
-            on_open=self._warmup.restart,
-        )
+        self._port = SerialPort.from_settings(settings, on_open=self._warmup.restart)
 
     def open(self) -> None:
         self._port.ensure_open()

@@ -37,13 +37,7 @@ class DynamentDriver:
             raise TypeError("DynamentDriver needs DynamentSettings")
         self._s = settings
         self._warmup = WarmupTimer()
-        self._port = SerialPort(
-            settings.port,
-            settings.baud,
-            reconnect_min_s=settings.reconnect_min_s,
-            reconnect_max_s=settings.reconnect_max_s,
-            on_open=self._warmup.restart,
-        )
+        self._port = SerialPort.from_settings(settings, on_open=self._warmup.restart)
         self._request = codec.build_read_request(codec.VAR_LIVE_DATA_SIMPLE, settings.checksum_mode)
 
     def open(self) -> None:

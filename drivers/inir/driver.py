@@ -56,14 +56,7 @@ class InirDriver:
             raise TypeError("InirDriver needs InirSettings")
         self._s = settings
         self._warmup = WarmupTimer()
-        self._port = SerialPort(
-            settings.port,
-            settings.baud,
-            stopbits=settings.stopbits,
-            reconnect_min_s=settings.reconnect_min_s,
-            reconnect_max_s=settings.reconnect_max_s,
-            on_open=self._warmup.restart,
-        )
+        self._port = SerialPort.from_settings(settings, stopbits=settings.stopbits, on_open=self._warmup.restart)
 
     def open(self) -> None:
         self._port.ensure_open()

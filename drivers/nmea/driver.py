@@ -33,10 +33,7 @@ class NmeaGpsDriver:
         if not isinstance(settings, NmeaSettings):
             raise TypeError("NmeaGpsDriver needs NmeaSettings")
         self._s = settings
-        self._port = SerialPort(
-            settings.port, settings.baud, reconnect_min_s=settings.reconnect_min_s,
-            reconnect_max_s=settings.reconnect_max_s,
-        )
+        self._port = SerialPort.from_settings(settings)
         self._last_utc: str | None = None
 
     def open(self) -> None:

@@ -64,6 +64,20 @@ class SerialPort:
         self.opens = 0
         self._rx = b""  # bytes read past the end of the last frame (streaming devices send back to back)
 
+    @classmethod
+    def from_settings(
+        cls, settings: SerialSettings, *, stopbits: int = 1, on_open: Callable[[], None] | None = None
+    ) -> SerialPort:
+        """The port every UART driver builds from its SerialSettings."""
+        return cls(
+            settings.port,
+            settings.baud,
+            stopbits=stopbits,
+            reconnect_min_s=settings.reconnect_min_s,
+            reconnect_max_s=settings.reconnect_max_s,
+            on_open=on_open,
+        )
+
     @property
     def is_open(self) -> bool:
         return self._ser is not None

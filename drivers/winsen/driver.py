@@ -35,13 +35,7 @@ class WinsenMh440dDriver:
             raise TypeError("WinsenMh440dDriver needs WinsenSettings")
         self._s = settings
         self._warmup = WarmupTimer()
-        self._port = SerialPort(
-            settings.port,
-            settings.baud,
-            reconnect_min_s=settings.reconnect_min_s,
-            reconnect_max_s=settings.reconnect_max_s,
-            on_open=self._warmup.restart,
-        )
+        self._port = SerialPort.from_settings(settings, on_open=self._warmup.restart)
         self._request = codec.build_request(codec.CMD_READ)
 
     def open(self) -> None:
