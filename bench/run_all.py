@@ -28,8 +28,8 @@ RESULTS = ROOT / "bench" / "results" / "latest.json"
 BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     # 12,000 simulated seconds = 48,000 readings: seven filled 5 KB compact batches (~1 min).
     "payload": ("bench.bench_payload", ["--seconds", "12000"], ["--quick"]),
-    # 5 simulated minutes per disk scenario and the 1,000,000-reading backlog the issue asks about.
-    "spool": ("bench.bench_spool", ["--minutes", "5", "--backlog", "1000000"], ["--quick"]),
+    # Its defaults: 20 simulated minutes per disk scenario, a 1,000,000-reading backlog (~1 min).
+    "spool": ("bench.bench_spool", [], ["--quick"]),
     "e2e": ("bench.bench_e2e", [], ["--quick"]),
 }
 
