@@ -21,6 +21,7 @@ from awscrt.exceptions import AwsCrtError
 from awsiot import mqtt5_client_builder
 
 from agent.config import ConnectionConfig
+from provisioning.session import describe_failure, is_refusal
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class ConnectionStats:
     disconnects: int = 0
     connect_failures: int = 0
     last_error: str | None = None
+    refused: bool = False  # the broker refused our certificate/client id: an operator must act
     last_connected_wall: float | None = None
     publishes: int = 0
     publish_times: list[float] = field(default_factory=list)
@@ -133,10 +135,10 @@ class Connection:
         self._post(self._connected, present)
 
     def _cb_failure(self, data: mqtt5.LifecycleConnectFailureData) -> None:
-        self._post(self._failed, _describe(data.exception, data.connack_packet))
+        self._post(self._failed, describe_failure(data.exception, data.connack_packet))
 
     def _cb_disconnect(self, data: mqtt5.LifecycleDisconnectData) -> None:
-        self._post(self._disconnected, _describe(data.exception, data.disconnect_packet))
+        self._post(self._disconnected, describe_failure(data.exception, data.disconnect_packet))
 
     def _cb_stopped(self, data: mqtt5.LifecycleStoppedData) -> None:
         self._post(self._stopped.set)
@@ -146,6 +148,7 @@ class Connection:
         self.stats.connected = True
         self.stats.connects += 1
         self.stats.last_error = None
+        self.stats.refused = False
         self.stats.last_connected_wall = time.time()
         self.connected.set()
         log.info("connected", extra={"endpoint": self.conf.endpoint, "session_present": session_present})
@@ -155,7 +158,16 @@ class Connection:
     def _failed(self, why: str) -> None:
         self.stats.connect_failures += 1
         self.stats.last_error = why
-        log.warning("connect failed", extra={"endpoint": self.conf.endpoint, "error": why})
+        refused = is_refusal(why)
+        if refused and not self.stats.refused:
+            log.error(
+                "broker refused the certificate (revoked, inactive or not allowed by its policy?); "
+                "retrying with backoff",
+                extra={"endpoint": self.conf.endpoint, "error": why, "cert_file": str(self.conf.cert_file)},
+            )
+        elif not refused:
+            log.warning("connect failed", extra={"endpoint": self.conf.endpoint, "error": why})
+        self.stats.refused = refused
 
     def _disconnected(self, why: str) -> None:
         if self.stats.connected:
@@ -245,18 +257,3 @@ class Connection:
         now = time.monotonic()
         recent = [t for t in self.stats.publish_times if now - t <= window_s]
         return len(recent) / window_s
-
-
-def _describe(exc: BaseException | None, packet: object | None) -> str:
-    parts = []
-    if isinstance(exc, AwsCrtError):
-        parts.append(exc.name)
-    elif exc is not None:
-        parts.append(str(exc))
-    code = getattr(packet, "reason_code", None)
-    if code is not None and int(code) != 0:
-        parts.append(f"reason={getattr(code, 'name', code)}")
-    reason = getattr(packet, "reason_string", None)
-    if reason:
-        parts.append(str(reason))
-    return " ".join(parts) or "unknown"

@@ -246,6 +246,7 @@ class Agent:
                 connects=cs.connects,
                 reconnects=max(0, cs.connects - 1),
                 connect_failures=cs.connect_failures,
+                certificate_refused=cs.refused,
                 last_error=us.last_error or cs.last_error,
                 last_ack_ts=us.last_ack_wall,
                 batches_acked=us.batches_acked,

@@ -34,6 +34,8 @@ def summary_line(status: dict[str, Any]) -> str:
     sp = status.get("spool", {})
     up = status.get("uplink", {})
     link = "offline-mode" if not up.get("enabled") else ("connected" if up.get("connected") else "disconnected")
+    if up.get("certificate_refused"):
+        link = "CERTIFICATE REFUSED by the broker"
     failing = [s["id"] for s in status.get("sensors", []) if s.get("state") not in ("ok", "starting")]
     parts = [
         f"spool={sp.get('readings', 0)} readings",

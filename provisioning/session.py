@@ -67,7 +67,7 @@ class ConnectFailed(SessionError):
         self.cert_file = cert_file
         self.attempts = attempts
         self.errors = errors
-        self.refused = any(_is_refusal(e) for e in errors)
+        self.refused = any(is_refusal(e) for e in errors)
         self.transient = not self.refused
         last = errors[-1] if errors else "no answer"
         if self.refused:
@@ -105,11 +105,13 @@ class PublishRefused(SessionError):
     transient = False
 
 
-def _is_refusal(error: str) -> bool:
+def is_refusal(error: str) -> bool:
+    """True when a connect failure means the broker refused this certificate or client, as opposed to
+    a network problem: retrying soon will not help, an operator must act."""
     return any(tag in error for tag in _REFUSED_ERRORS) or any(f"reason={c.name}" in error for c in _REFUSED_CONNACK)
 
 
-def _describe(exc: BaseException | None, packet: object | None) -> str:
+def describe_failure(exc: BaseException | None, packet: object | None) -> str:
     parts: list[str] = []
     if isinstance(exc, AwsCrtError):
         parts.append(exc.name)
@@ -266,13 +268,13 @@ class MqttSession:
     def _on_failure(self, data: mqtt5.LifecycleConnectFailureData) -> None:
         with self._cond:
             self.attempts += 1
-            self.errors.append(_describe(data.exception, data.connack_packet))
+            self.errors.append(describe_failure(data.exception, data.connack_packet))
             self._cond.notify_all()
 
     def _on_disconnect(self, data: mqtt5.LifecycleDisconnectData) -> None:
         with self._cond:
             self._connected = False
-            self.errors.append("disconnected: " + _describe(data.exception, data.disconnect_packet))
+            self.errors.append("disconnected: " + describe_failure(data.exception, data.disconnect_packet))
             self._cond.notify_all()
 
     def _on_stopped(self, data: mqtt5.LifecycleStoppedData) -> None:
