@@ -24,7 +24,8 @@ from agent.spool import Spool
 
 log = logging.getLogger(__name__)
 
-# MQTT5 properties count towards IoT Core's billed size; reserve room for them beside the topic.
+# MQTT5 properties count towards IoT Core's billed size (payload + topic + content type + user
+# properties); this covers their length prefixes and identifiers with room to spare.
 _PROPERTY_OVERHEAD = 16
 MAX_READ = 50_000
 
@@ -63,7 +64,8 @@ class Uplink:
         self.topic = conf.topic.format(site=self.site, thing=self.device)
         self.content_type = payload.content_type(conf.encoding)
         self.user_properties: list[tuple[str, str]] = [("encoding", str(conf.encoding))]
-        overhead = len(self.topic.encode()) + len(self.content_type) + 2 * len(conf.encoding) + _PROPERTY_OVERHEAD
+        props = sum(len(k.encode()) + len(v.encode()) for k, v in self.user_properties)
+        overhead = len(self.topic.encode()) + len(self.content_type.encode()) + props + _PROPERTY_OVERHEAD
         self.max_payload = max(128, conf.batch_max_bytes - overhead)
         self.wake.set()
 
