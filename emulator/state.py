@@ -39,6 +39,13 @@ class EmulatorInfo:
     claim_key_file: Path | None = None
     template_name: str | None = None
 
+    @property
+    def authz_plugin(self) -> bool:
+        """Whether the broker runs the authz plugin, which names the requester of every device
+        request on ``$aws/...`` and can deliver a message to one connection (``$emulator/deliver``).
+        The plugin comes with fleet provisioning, whose claim identity is set exactly then."""
+        return self.claim_cert_file is not None
+
     def to_json(self) -> str:
         def conv(v: Any) -> Any:
             if isinstance(v, Path):

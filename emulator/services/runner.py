@@ -2,7 +2,11 @@
 
 Everything a service does — answering a request, an admin call, a timer — runs on the worker, one
 at a time, so services need no locking of their own and the awscrt callbacks only enqueue. The
-runner is an ``emulator.Component`` (``start(info)`` / ``stop()``)."""
+runner is an ``emulator.Component`` (``start(info)`` / ``stop()``).
+
+How a reply reaches its client is decided in one place, ``ServiceRunner.deliver``: with the broker's
+authz plugin, Jobs replies go to the requesting connection alone (as on IoT Core); without it, and
+for everything else, messages are published on their topics."""
 
 from __future__ import annotations
 
@@ -18,8 +22,10 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from awscrt import mqtt5
 from awsiot import mqtt5_client_builder
 
+from emulator.authz import DELIVER_TOPIC, encode_delivery
 from emulator.broker import BrokerError
 from emulator.services.outgoing import Outgoing
+from emulator.services.provisioning_runner import PROP_CLIENT
 from emulator.state import EmulatorInfo
 
 log = logging.getLogger(__name__)
@@ -54,6 +60,9 @@ class ServiceRunner:
         self.client_id = f"emulator-services-{uuid.uuid4().hex[:12]}"
         self.handled = 0
         self.published = 0
+        self.delivered_direct = 0  # of ``published``: handed to one connection via the plugin
+        # Set from EmulatorInfo at start: can the broker name requesters and address one client?
+        self.direct_delivery = False
         self._queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
         self._client: mqtt5.Client | None = None
         self._worker: threading.Thread | None = None
@@ -63,6 +72,7 @@ class ServiceRunner:
     # ---- lifecycle -------------------------------------------------------------------------
 
     def start(self, info: EmulatorInfo) -> None:
+        self.direct_delivery = info.authz_plugin
         self._stopped.clear()
         self._subscribed.clear()
         self._worker = threading.Thread(target=self._run, name="emulator-services", daemon=True)
@@ -118,7 +128,10 @@ class ServiceRunner:
 
     def _on_publish(self, data: mqtt5.PublishReceivedData) -> None:
         packet = data.publish_packet
-        self._queue.put(("msg", packet.topic, bytes(packet.payload or b"")))
+        # The authz plugin stamps device requests with the requester's client id (devices cannot
+        # set it themselves); without the plugin there is none.
+        requester = next((p.value for p in packet.user_properties or [] if p.name == PROP_CLIENT), None)
+        self._queue.put(("msg", (packet.topic, requester), bytes(packet.payload or b"")))
 
     def _on_connected(self, data: mqtt5.LifecycleConnectSuccessData) -> None:
         self._queue.put(("subscribe", None, None))
@@ -135,7 +148,8 @@ class ServiceRunner:
                 return
             try:
                 if kind == "msg":
-                    self._dispatch(a, b)
+                    topic, requester = a
+                    self._dispatch(topic, requester, b)
                 elif kind == "call":
                     self._call(a, b)
                 elif kind == "subscribe":
@@ -144,12 +158,12 @@ class ServiceRunner:
             except Exception:
                 log.exception("service failed", extra={"item": kind})
 
-    def _dispatch(self, topic: str, payload: bytes) -> None:
+    def _dispatch(self, topic: str, requester: str | None, payload: bytes) -> None:
         now = self.clock()
         self.handled += 1
         for service in self.services:
             for out in service.handle(topic, payload, now):
-                self.deliver(out)
+                self.deliver(out, requester)
 
     def _call(self, fn: Call, fut: concurrent.futures.Future[Any]) -> None:
         try:
@@ -195,15 +209,32 @@ class ServiceRunner:
                 raise RunnerError(f"broker refused subscriptions: {bad}")
         self._subscribed.set()
 
-    def deliver(self, out: Outgoing) -> None:
-        """The one place messages leave the services. ``out.direct`` replies (Jobs) should reach
-        only the requesting connection, as on IoT Core; plain mosquitto cannot address a client, so
-        they are published on their topic like everything else (docs/emulator.md)."""
+    def deliver(self, out: Outgoing, requester: str | None = None) -> None:
+        """The one place messages leave the services, and the one place that decides how.
+
+        A ``direct`` reply (Jobs accepted/rejected) to a request the authz plugin attributed to
+        ``requester`` is handed to that connection alone through ``$emulator/deliver``: it arrives
+        whether or not the client subscribed, once even if it did, and no other subscriber of the
+        topic sees it (IoT Core: such replies bypass the broker, reference §4.1). Everything else
+        is published on its topic: events, Shadow replies (IoT Core requires a subscription for
+        those), and direct replies when the broker has no plugin (plain mosquitto cannot address
+        one client) or the request came from an admin connection, which the plugin does not stamp.
+        """
         client = self._client
         if client is None:
             return
+        if out.direct and self.direct_delivery and requester:
+            try:
+                payload = encode_delivery(requester, out.topic, out.payload)
+            except ValueError:  # a client id no delivery request can carry; never fall back to a broadcast
+                log.warning("direct reply not deliverable", extra={"topic": out.topic, "client_id": requester})
+                return
+            packet = mqtt5.PublishPacket(topic=DELIVER_TOPIC, payload=payload, qos=mqtt5.QoS.AT_LEAST_ONCE)
+            self.delivered_direct += 1
+        else:
+            packet = mqtt5.PublishPacket(topic=out.topic, payload=out.payload, qos=mqtt5.QoS.AT_LEAST_ONCE)
         self.published += 1
-        future = client.publish(mqtt5.PublishPacket(topic=out.topic, payload=out.payload, qos=mqtt5.QoS.AT_LEAST_ONCE))
+        future = client.publish(packet)
         future.add_done_callback(_log_publish_failure(out.topic))
 
 

@@ -1,5 +1,9 @@
 """The emulator's Jobs service against AWS's own IotJobsClientV2 on awscrt MQTT5, with jobs created
-through the admin API of the running emulator."""
+through the admin API of the running emulator.
+
+Every test runs twice: against the plain broker (replies published on their topics) and against the
+broker with the authz plugin, as ``emulator serve`` runs it (replies delivered to the requester
+only; tests/emulator_services/test_jobs_direct_replies.py checks that part on the wire)."""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from emulator.admin import AdminRequestError
 
 T = 10
 S = iotjobs.JobStatus
+
+pytestmark = pytest.mark.parametrize("services_emulator", ["plain", "fleet"], indirect=True)
 
 
 def _rejected(fut) -> iotjobs.V2ErrorResponse:
