@@ -249,6 +249,11 @@ class Connection:
         if puback is None:
             raise PublishError("no PUBACK for a QoS1 publish")
         code = puback.reason_code
+        if code is None:
+            # awscrt maps reason codes MQTT5 does not define for PUBACK to None; the one brokers
+            # send in practice is 0x95 "packet too large" (mosquitto's message_size_limit).
+            raise PublishError("PUBACK with a reason code outside MQTT5's PUBACK set (packet too large?)",
+                               too_large=True)
         if int(code) >= 0x80:
             msg = f"PUBACK {code.name} ({int(code):#x}) {puback.reason_string or ''}".strip()
             raise PublishError(msg, retryable=code not in _NOT_RETRYABLE, too_large=code in _TOO_LARGE)

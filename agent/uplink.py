@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # properties); this covers their length prefixes and identifiers with room to spare.
 _PROPERTY_OVERHEAD = 16
 MAX_READ = 50_000
+MIN_PAYLOAD_CAP = 1024  # a learned cap never goes below this: one reading always fits
 
 
 @dataclass
@@ -54,7 +55,9 @@ class Uplink:
         self._cursor = 0  # highest seq handed to a publish since the last rewind
         self._rewind = False
         self._failures_in_row = 0
-        self._split_limit: int | None = None
+        # Learned from a broker that refused a batch as too large: payloads stay under it from then
+        # on (until reconfigured), instead of every large batch being refused once first.
+        self._refused_cap: int | None = None
         self._first_pending_seen: float | None = None
         self._read_hint = 1024
         self.reconfigure(conf)
@@ -67,6 +70,7 @@ class Uplink:
         props = sum(len(k.encode()) + len(v.encode()) for k, v in self.user_properties)
         overhead = len(self.topic.encode()) + len(self.content_type.encode()) + props + _PROPERTY_OVERHEAD
         self.max_payload = max(128, conf.batch_max_bytes - overhead)
+        self._refused_cap = None
         self.wake.set()
 
     def notify(self) -> None:
@@ -94,7 +98,8 @@ class Uplink:
 
     async def _try_send(self) -> float | None:
         """Send one batch if one is due; return how long to wait otherwise (None = until woken)."""
-        limit = min(MAX_READ, self._split_limit or MAX_READ, max(256, 2 * self._read_hint))
+        limit = min(MAX_READ, max(256, 2 * self._read_hint))
+        budget = min(self.max_payload, self._refused_cap or self.max_payload)
         readings = self.spool.read_after(self._cursor, limit)
         if not readings:
             self._first_pending_seen = None
@@ -102,9 +107,7 @@ class Uplink:
         now = time.monotonic()
         if self._first_pending_seen is None:
             self._first_pending_seen = now
-        encoded, n = payload.fit(self.device, readings, self.conf.encoding, self.max_payload)
-        if self._split_limit is not None and n > self._split_limit:
-            encoded, n = payload.fit(self.device, readings[: self._split_limit], self.conf.encoding, self.max_payload)
+        encoded, n = payload.fit(self.device, readings, self.conf.encoding, budget)
         full = n < len(readings) or len(readings) == limit
         age = now - self._first_pending_seen
         # The oldest reading may have waited in the spool before this process started.
@@ -127,6 +130,13 @@ class Uplink:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         self.stats.inflight = len(self._inflight)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # A bug, not a network problem: say so loudly, and send the readings again rather than
+            # leaving them behind the cursor until the next restart.
+            log.error("publish task failed unexpectedly", exc_info=exc)
+            self.stats.failures += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            self._rewind = True
         self.wake.set()
 
     async def _publish(self, batch: list[Reading], encoded: bytes) -> None:
@@ -139,11 +149,10 @@ class Uplink:
                 self.conf.ack_timeout_s,
             )
         except (PublishError, TimeoutError) as exc:
-            await self._failed(first, last, len(batch), exc)
+            await self._failed(first, last, len(batch), len(encoded), exc)
             return
         self.spool.ack(first, last)
         self._failures_in_row = 0
-        self._split_limit = None
         s = self.stats
         s.batches_acked += 1
         s.readings_acked += len(batch)
@@ -151,15 +160,18 @@ class Uplink:
         s.last_ack_wall = time.time()
         log.debug("batch acked", extra={"first_seq": first, "last_seq": last, "bytes": len(encoded)})
 
-    async def _failed(self, first: int, last: int, count: int, exc: BaseException) -> None:
+    async def _failed(self, first: int, last: int, count: int, size: int, exc: BaseException) -> None:
         why = str(exc) or type(exc).__name__
         self.stats.failures += 1
         self.stats.last_error = why
         self._failures_in_row += 1
         if isinstance(exc, PublishError) and exc.too_large and count > 1:
-            self._split_limit = max(1, count // 2)
+            self._refused_cap = max(MIN_PAYLOAD_CAP, size // 2)
             self.stats.splits += 1
-            log.warning("batch refused as too large; splitting", extra={"first_seq": first, "readings": count})
+            log.warning(
+                "batch refused as too large; splitting",
+                extra={"first_seq": first, "readings": count, "bytes": size, "new_cap": self._refused_cap},
+            )
         else:
             log.warning("batch not acknowledged", extra={"first_seq": first, "last_seq": last, "error": why})
         self._rewind = True

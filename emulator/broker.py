@@ -180,6 +180,8 @@ class Broker:
         self._fixed_port = port is not None
         self.acl: list[AclRule] = list(acl) if acl is not None else default_acl()
         self.ready_timeout_s = ready_timeout_s
+        # IoT Core's 128 KB; tests lower it (then restart) to make the broker refuse a batch.
+        self.payload_limit = PAYLOAD_LIMIT
         self._proc: subprocess.Popen[bytes] | None = None
         self._out: int | None = None
 
@@ -237,7 +239,7 @@ class Broker:
             "max_inflight_messages 1000",
             "max_queued_messages 100000",
             "max_queued_bytes 0",
-            f"message_size_limit {PAYLOAD_LIMIT}",
+            f"message_size_limit {self.payload_limit}",
             f"max_packet_size {PAYLOAD_LIMIT + PACKET_HEADROOM}",
             "max_keepalive 1200",
         ]

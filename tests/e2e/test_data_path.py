@@ -107,3 +107,23 @@ def test_foreign_thing_topic_refused_and_agent_keeps_running(emulator, telemetry
     assert telemetry.received(info.device.thing_name) == set()
     # The readings were kept: with the right topic they all arrive.
     drain_and_check(agent_factory, config, telemetry, info.device.thing_name)
+
+
+def test_batch_refused_as_too_large_is_split(emulator, telemetry, agent_factory, tmp_path):
+    """A broker with a smaller payload limit than the agent's batches (a misconfigured budget, or a
+    broker other than IoT Core) refuses them; the agent splits until they pass, losing nothing."""
+    info = emulator.info
+    emulator.broker.payload_limit = 1500
+    emulator.broker.restart()
+    config = write_config(tmp_path / "agent.toml", info, tmp_path / "state", encoding="json", batch_max_age_s=3)
+    agent = agent_factory(config).start()
+    st = agent.wait_status(lambda s: s["uplink"].get("readings_acked", 0) >= 300, timeout=60)
+    assert "too large" in agent.log.read_text()
+    splits = st["uplink"]["splits"]
+    assert splits >= 1
+    # The refusal taught the uplink a smaller cap: later batches are not refused first.
+    acked = st["uplink"]["readings_acked"]
+    st = agent.wait_status(lambda s: s["uplink"]["readings_acked"] >= acked + 300, timeout=60)
+    assert st["uplink"]["splits"] == splits, st["uplink"]
+    agent.terminate()
+    drain_and_check(agent_factory, config, telemetry, info.device.thing_name)
