@@ -48,6 +48,7 @@ class ConnectionStats:
     refused: bool = False  # the broker refused our certificate/client id: an operator must act
     last_connected_wall: float | None = None
     publishes: int = 0
+    subscriptions_refused: int = 0
     publish_times: list[float] = field(default_factory=list)
 
 
@@ -88,6 +89,8 @@ class Connection:
         self.connected = asyncio.Event()
         self._handlers: list[tuple[str, MessageHandler]] = []
         self._on_connect: list[Callable[[bool], None]] = []
+        self._kept: list[str] = []
+        self._background: set[asyncio.Task[None]] = set()
         self._stopped = asyncio.Event()
         self.client = self._build(Path(conf.cert_file), Path(conf.key_file), ack_timeout_s)
 
@@ -152,6 +155,8 @@ class Connection:
         self.stats.last_connected_wall = time.time()
         self.connected.set()
         log.info("connected", extra={"endpoint": self.conf.endpoint, "session_present": session_present})
+        if self._kept and not session_present:
+            self._resubscribe(list(self._kept))
         for cb in list(self._on_connect):
             cb(session_present)
 
@@ -203,6 +208,28 @@ class Connection:
 
     def add_handler(self, topic_filter: str, handler: MessageHandler) -> None:
         self._handlers.append((topic_filter, handler))
+
+    def keep_subscribed(self, topic_filter: str, handler: MessageHandler) -> None:
+        """Route messages on ``topic_filter`` to ``handler`` and hold the subscription: it is made
+        now if connected, and again after every connect whose session was not present (the agent
+        uses clean sessions, and IoT Core drops sessions after an hour offline anyway)."""
+        self.add_handler(topic_filter, handler)
+        self._kept.append(topic_filter)
+        if self.connected.is_set():
+            self._resubscribe([topic_filter])
+
+    def _resubscribe(self, filters: list[str]) -> None:
+        task = self._loop.create_task(self._subscribe_logged(filters), name="resubscribe")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _subscribe_logged(self, filters: list[str]) -> None:
+        try:
+            refused = await self.subscribe(filters)
+        except AwsCrtError as exc:  # e.g. disconnected meanwhile: the next connect resubscribes
+            log.warning("resubscribe failed", extra={"topic_filters": ",".join(filters), "error": exc.name})
+            return
+        self.stats.subscriptions_refused = len(refused)
 
     async def subscribe(self, topic_filters: list[str], qos: int = 1) -> list[str]:
         """Subscribe (at most 8 filters per SUBSCRIBE, as IoT Core allows); returns filters refused."""
