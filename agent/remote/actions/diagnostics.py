@@ -6,9 +6,13 @@ are followed for the PUT."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import http.client
 import json
+import socket
 import ssl
+import threading
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,23 +60,68 @@ def bundle(status: dict[str, Any], lines: list[str], max_bytes: int) -> bytes:
     return json.dumps({**head, "logs": kept, "logs_dropped": len(lines) - len(kept)}, default=str).encode()
 
 
-def _put(url: str, body: bytes, context: ssl.SSLContext) -> int:
-    """One PUT over http.client: https only (checked again here), no redirects, no proxies."""
-    parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname:
-        raise ValueError("not an https URL")
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    conn = http.client.HTTPSConnection(parts.hostname, parts.port or 443, timeout=HTTP_TIMEOUT_S, context=context)
-    try:
-        conn.request("PUT", path, body=body, headers={"Content-Type": "application/json",
-                                                      "Content-Length": str(len(body))})
-        resp = conn.getresponse()
-        resp.read(65536)
-        return int(resp.status)
-    finally:
-        conn.close()
+class _Put:
+    """One PUT over http.client: https only (checked again here), no redirects, no proxies.
+
+    It runs in a daemon thread of its own, and ``abort`` shuts its socket down: an agent stopped
+    mid-upload (SIGTERM, restart-agent) neither waits for the 30 s socket timeout nor is held at
+    exit by an executor thread still blocked in a read."""
+
+    def __init__(self, url: str, body: bytes, context: ssl.SSLContext) -> None:
+        self.url, self.body, self.context = url, body, context
+        self._conn: http.client.HTTPSConnection | None = None
+        self._lock = threading.Lock()
+        self._aborted = False
+
+    def run(self) -> int:
+        parts = urlsplit(self.url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError("not an https URL")
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        conn = http.client.HTTPSConnection(parts.hostname, parts.port or 443, timeout=HTTP_TIMEOUT_S,
+                                           context=self.context)
+        with self._lock:
+            if self._aborted:
+                raise ConnectionAbortedError("upload cancelled")
+            self._conn = conn
+        try:
+            conn.request("PUT", path, body=self.body, headers={"Content-Type": "application/json",
+                                                               "Content-Length": str(len(self.body))})
+            resp = conn.getresponse()
+            resp.read(65536)
+            return int(resp.status)
+        finally:
+            conn.close()
+
+    def abort(self) -> None:
+        with self._lock:
+            self._aborted = True
+            sock = self._conn.sock if self._conn is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                # The plain socket's shutdown: wakes a read blocked in the other thread (TLS
+                # handshake or response) without touching the SSL object it is using.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    async def start(self) -> int:
+        fut: concurrent.futures.Future[int] = concurrent.futures.Future()
+
+        def work() -> None:
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:
+                fut.set_result(self.run())
+            except BaseException as exc:  # noqa: BLE001 - not swallowed: re-raised in the awaiting task
+                fut.set_exception(exc)
+
+        threading.Thread(target=work, name="diagnostics-upload", daemon=True).start()
+        try:
+            return await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:
+            self.abort()
+            raise
 
 
 async def run(ctx: ActionContext, params: UploadParams, progress: Progress) -> Result:
@@ -80,7 +129,7 @@ async def run(ctx: ActionContext, params: UploadParams, progress: Progress) -> R
     context = ctx.https_context or ssl.create_default_context()
     await progress({"step": "uploading", "bytes": str(len(body))})
     try:
-        code = await asyncio.to_thread(_put, params.url, body, context)
+        code = await _Put(params.url, body, context).start()
     except (OSError, http.client.HTTPException, ValueError) as exc:  # ssl.SSLError is an OSError
         raise Failed(f"upload failed: {type(exc).__name__}: {exc}") from None
     if not 200 <= code < 300:
