@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import logging
 import ssl
 import threading
 import uuid
@@ -253,8 +254,11 @@ def https_server(remote_emulator) -> Iterator[tuple[str, ssl.SSLContext, type[_U
         server.server_close()
 
 
-def test_upload_diagnostics_success_cap_and_refusal(gateway, admin, https_server):
+def test_upload_diagnostics_success_cap_and_refusal(gateway, admin, https_server, caplog):
     url, ctx, handler = https_server
+    # The agent's INFO lines are what the ring keeps; the root logger's level would otherwise
+    # depend on which test ran before in this worker (logs.setup is not called in-process).
+    caplog.set_level(logging.INFO)
 
     async def scenario() -> None:
         import json
