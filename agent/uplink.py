@@ -53,6 +53,7 @@ class Uplink:
         self.wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._cursor = 0  # highest seq handed to a publish since the last rewind
+        self._ahead: list[Reading] = []  # committed readings after the cursor, read but not yet sent
         self._rewind = False
         self._failures_in_row = 0
         # Learned from a broker that refused a batch as too large: payloads stay under it from then
@@ -82,6 +83,7 @@ class Uplink:
             await self.conn.connected.wait()
             if self._rewind and not self._inflight:
                 self._cursor = 0
+                self._ahead.clear()
                 self._rewind = False
             # Cleared before looking, so a notify that arrives while we look is not lost.
             self.wake.clear()
@@ -100,7 +102,11 @@ class Uplink:
         """Send one batch if one is due; return how long to wait otherwise (None = until woken)."""
         limit = min(MAX_READ, max(256, 2 * self._read_hint))
         budget = min(self.max_payload, self._refused_cap or self.max_payload)
-        readings = self.spool.read_after(self._cursor, limit)
+        if len(self._ahead) < limit:
+            # Read only what is new since the last look: each reading leaves the spool file once.
+            after = self._ahead[-1].seq if self._ahead else self._cursor
+            self._ahead += self.spool.read_after(after, limit - len(self._ahead))
+        readings = self._ahead[:limit]
         if not readings:
             self._first_pending_seen = None
             return None
@@ -118,10 +124,12 @@ class Uplink:
         if not due:
             return max(0.05, self.conf.batch_max_age_s - age)
         self._read_hint = n
-        batch = readings[:n]
-        self._cursor = batch[-1].seq
+        first, last = readings[0].seq, readings[n - 1].seq
+        del self._ahead[:n]
+        self._cursor = last
         self._first_pending_seen = now if full else None
-        task = asyncio.get_running_loop().create_task(self._publish(batch, encoded))
+        # The task holds the encoded bytes and the range only, not the readings.
+        task = asyncio.get_running_loop().create_task(self._publish(first, last, n, encoded))
         self._inflight.add(task)
         self.stats.inflight = len(self._inflight)
         task.add_done_callback(self._done)
@@ -139,8 +147,7 @@ class Uplink:
             self._rewind = True
         self.wake.set()
 
-    async def _publish(self, batch: list[Reading], encoded: bytes) -> None:
-        first, last = batch[0].seq, batch[-1].seq
+    async def _publish(self, first: int, last: int, count: int, encoded: bytes) -> None:
         try:
             await asyncio.wait_for(
                 self.conn.publish(
@@ -149,13 +156,13 @@ class Uplink:
                 self.conf.ack_timeout_s,
             )
         except (PublishError, TimeoutError) as exc:
-            await self._failed(first, last, len(batch), len(encoded), exc)
+            await self._failed(first, last, count, len(encoded), exc)
             return
         self.spool.ack(first, last)
         self._failures_in_row = 0
         s = self.stats
         s.batches_acked += 1
-        s.readings_acked += len(batch)
+        s.readings_acked += count
         s.bytes_acked += len(encoded)
         s.last_ack_wall = time.time()
         log.debug("batch acked", extra={"first_seq": first, "last_seq": last, "bytes": len(encoded)})
