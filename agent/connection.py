@@ -190,7 +190,9 @@ class Connection:
     # --- API ----------------------------------------------------------------------------------------
     def start(self) -> None:
         """Start connecting in the background; the client keeps retrying with full-jitter backoff,
-        so an agent that boots with no network simply starts offline."""
+        so an agent that boots with no network simply starts offline. Also restarts a stopped
+        client (certificate rotation pauses it); a later ``stop`` then waits for the new stop."""
+        self._stopped.clear()
         self.client.start()
 
     async def stop(self) -> None:

@@ -63,9 +63,6 @@ class _LivePause:
         self.finished = True
         if not self.paused:
             return
-        # Connection.stop() left its "stopped" flag set; the client runs again, so a later stop
-        # (shutdown, restart) must wait for the new stop, not see this one.
-        self.conn._stopped.clear()
         self.conn.start()
 
     async def reconnected(self, wait_s: float) -> None:
