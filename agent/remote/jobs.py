@@ -262,6 +262,10 @@ class JobRunner:
             status, info = S.FAILED, {"action": name, "reason": str(exc)}
         log.info("job finished", extra={"job_id": job_id, "action": name, "status": status,
                                         "reason": info.get("reason", "")})
+        # Journal the outcome first: if the final status cannot be sent now, the next connect or
+        # start sends this outcome, not "interrupted".
+        self.journal.write(Entry(job_id, name, f"done:{status}", _safe_boot_id(self.ctx), time.time(),
+                                 str(info.get("reason", ""))))
         await self._update(job_id, status, info)
         self.journal.clear()
         if result is not None and result.restart_after:
@@ -273,7 +277,9 @@ class JobRunner:
         entry = self.journal.read()
         if entry is None:
             return True
-        if entry.phase == "restarting":
+        if entry.phase.startswith("done:"):
+            status, why = entry.phase.removeprefix("done:"), entry.reason or "finished before the last restart"
+        elif entry.phase == "restarting":
             status, why = S.SUCCEEDED, "agent restarted"
         elif entry.phase == "rebooting":
             now_boot = _safe_boot_id(self.ctx)

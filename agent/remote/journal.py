@@ -5,7 +5,8 @@ because the execution is already terminal).
 
 Phases: ``running`` (the action was under way: a restart now means it was interrupted →
 FAILED), ``restarting`` (restart-agent asked for the restart → SUCCEEDED), ``rebooting``
-(SUCCEEDED if the boot id changed, else FAILED)."""
+(SUCCEEDED if the boot id changed, else FAILED), ``done:<STATUS>`` (the action ended; its final
+status, with ``reason``, had not yet been accepted by IoT Core: it is sent again as it was)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class Entry:
     phase: str
     boot_id: str
     started_ts: float
+    reason: str = ""
 
 
 class Journal:
@@ -38,7 +40,7 @@ class Journal:
         try:
             raw = json.loads(self.path.read_bytes())
             return Entry(str(raw["job_id"]), str(raw["action"]), str(raw["phase"]), str(raw["boot_id"]),
-                         float(raw["started_ts"]))
+                         float(raw["started_ts"]), str(raw.get("reason", "")))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:

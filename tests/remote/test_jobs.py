@@ -293,3 +293,31 @@ def test_upload_diagnostics_untrusted_certificate_fails(gateway, admin, https_se
             assert handler.received == []
 
     asyncio.run(scenario())
+
+
+def test_final_status_lost_in_transit_is_sent_again_not_reported_interrupted(gateway, admin):
+    """The action succeeded but its final status did not reach IoT Core (the link dropped at that
+    moment): the journal keeps the outcome and the next attempt reports SUCCEEDED, not FAILED."""
+
+    async def scenario() -> None:
+        agent = Agent(gateway.conf())
+        async with running(agent):
+            jobs = jobs_of(agent)
+            real_update = jobs._update
+            dropped: list[str] = []
+
+            async def flaky_update(job_id: str, status: str, info: dict[str, Any]) -> None:
+                if status == "SUCCEEDED" and not dropped:
+                    dropped.append(job_id)
+                    raise TimeoutError("simulated: the link dropped as the final status was sent")
+                await real_update(job_id, status, info)
+
+            jobs._update = flaky_update
+            job = await asyncio.to_thread(_job, admin, gateway, {
+                "action": "config-update", "params": {"patch": {"uplink": {"batch_max_age_s": 7}}}})
+            ex = await _final(admin, job)
+            assert dropped == [job]
+            assert ex["status"] == "SUCCEEDED", ex
+            assert Journal(agent.conf.state_dir).read() is None
+
+    asyncio.run(scenario())
