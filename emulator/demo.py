@@ -3,7 +3,8 @@
 It starts the local IoT Core (mosquitto with mutual TLS, fleet provisioning, shadow, jobs, the
 telemetry recorder), starts the agent with only a CLAIM certificate so it provisions itself, samples
 a simulated gas-site sensor plus a real Dynament driver talking to an emulated sensor on a pty, and
-prints every batch as it arrives at the broker, decoded with the agent's own decoder. After
+prints every batch as it arrives at the broker, decoded with the agent's own decoder. Midway an
+"operator" changes the config through the shadow and sends two jobs (one the agent must refuse). After
 ``DEMO_SECONDS`` it stops the agent, asks the recorder whether any sequence number is missing, and
 exits 0 only if every reading the agent acknowledged arrived."""
 
@@ -25,6 +26,7 @@ from awscrt import mqtt5
 from awsiot import mqtt5_client_builder
 
 from agent import payload
+from emulator.admin import Admin, AdminRequestError
 from emulator.lifecycle import Emulator
 from emulator.recorder import TelemetryRecorder
 from emulator.services.device_services import DeviceServices
@@ -141,6 +143,65 @@ def show_batch(topic: str, data: bytes, ctype: str | None) -> int:
     return n
 
 
+class RemoteAct:
+    """What an operator does from the cloud, at fixed points of the demo: change the configuration
+    in the shadow, send a config-update job, and send a hostile job the agent must refuse."""
+
+    def __init__(self, admin: Admin, identity_file: Path, seconds: float) -> None:
+        self.admin = admin
+        self.identity_file = identity_file
+        self.at_shadow = seconds * 0.35
+        self.at_jobs = seconds * 0.55
+        self.shadow_sent: float | None = None
+        self.shadow_done = False
+        self.jobs: dict[str, str] = {}
+
+    def thing(self) -> str | None:
+        try:
+            return str(json.loads(self.identity_file.read_text())["thing_name"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def step(self, elapsed: float) -> None:
+        thing = self.thing()
+        if thing is None:
+            return
+        try:
+            self._step(thing, elapsed)
+        except AdminRequestError as exc:
+            say(f"  operator: emulator refused a request: {exc}", RED)
+
+    def _step(self, thing: str, elapsed: float) -> None:
+        if self.shadow_sent is None and elapsed >= self.at_shadow:
+            self.admin.shadow_set_desired(thing, {"config": {"uplink": {"batch_max_age_s": 1.5}}}, "methane-agent")
+            self.shadow_sent = time.monotonic()
+            say("  operator: shadow desired.config.uplink.batch_max_age_s = 1.5 (was 3.0)", YELLOW)
+        elif self.shadow_sent is not None and not self.shadow_done:
+            reported = self.admin.shadow_get(thing, "methane-agent").get("state", {}).get("reported", {})
+            if reported.get("config", {}).get("uplink", {}).get("batch_max_age_s") == 1.5:
+                self.shadow_done = True
+                took = time.monotonic() - self.shadow_sent
+                say(f"  agent: applied live without a restart and reported it ({took:.1f}s, "
+                    f"config hash {reported.get('status', {}).get('config_hash', '?')})", YELLOW)
+        if not self.jobs and elapsed >= self.at_jobs:
+            self.jobs = {"demo-interval": "", "demo-hostile": ""}
+            self.admin.job_create({"action": "config-update", "params": {"patch": {
+                "sensors": {"site-sim": {"interval_s": 0.5}}}}}, [thing], job_id="demo-interval")
+            self.admin.job_create({"action": "run-command", "params": {"cmd": "rm -rf /"}}, [thing],
+                                  job_id="demo-hostile")
+            say("  operator: job demo-interval (config-update: site-sim every 0.5 s) and job demo-hostile "
+                "(run-command 'rm -rf /')", YELLOW)
+        for job_id, seen in self.jobs.items():
+            if seen in ("SUCCEEDED", "FAILED", "REJECTED", "CANCELED", "TIMED_OUT", "REMOVED"):
+                continue
+            ex = self.admin.job_describe(job_id, thing)["execution"]
+            if ex["status"] != seen and ex["status"] != "QUEUED":
+                self.jobs[job_id] = ex["status"]
+                reason = (ex.get("statusDetails") or {}).get("reason", "")
+                say(f"  agent: job {job_id} {ex['status']}" + (f" ({reason})" if reason else ""),
+                    GREEN if ex["status"] == "SUCCEEDED" else YELLOW)
+
+
 def main() -> int:
     seconds = float(os.environ.get("DEMO_SECONDS", "20"))
     base = ROOT / "demo-state"
@@ -165,7 +226,9 @@ def main() -> int:
             [sys.executable, "-m", "agent", "run", "--config", str(conf)],
             cwd=ROOT, stderr=open(base / "agent.log", "wb"),  # noqa: SIM115 - closed with the process
         )
-        deadline = time.monotonic() + seconds
+        started = time.monotonic()
+        deadline = started + seconds
+        act = RemoteAct(Admin(info.state_dir), base / "agent-state" / "identity" / "identity.json", seconds)
         shown = 0
         next_status = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -174,6 +237,7 @@ def main() -> int:
                 return 1
             with contextlib.suppress(queue.Empty):
                 shown += show_batch(*q.get(timeout=0.5))
+            act.step(time.monotonic() - started)
             if time.monotonic() >= next_status:
                 next_status += 5
                 st = subprocess.run(
