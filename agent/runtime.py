@@ -84,13 +84,15 @@ class Agent:
                 self.uplink.notify()
 
     async def _committer(self) -> None:
-        # One wake-up per commit interval (an idle agent should cost ~0 CPU): whatever is pending
-        # is committed, so no reading waits in RAM longer than one interval.
+        # Wakes at most once a second (an idle agent should cost ~0 CPU, and the watchdog needs a
+        # beat well within WatchdogSec/2). A batch is committed when it would otherwise be overdue
+        # by the next tick, so no reading waits in RAM longer than commit_interval_s.
         while True:
-            if self.spool.stats().pending_uncommitted and self.spool.commit() and self.uplink:
+            tick = min(1.0, self.conf.spool.commit_interval_s)
+            if self.spool.commit_due(time.monotonic() + tick) and self.spool.commit() and self.uplink:
                 self.uplink.notify()
             self.watchdog.beat()
-            await asyncio.sleep(self.conf.spool.commit_interval_s)
+            await asyncio.sleep(tick)
 
     async def _status_loop(self) -> None:
         last = ""
