@@ -1,0 +1,31 @@
+"""`methane-agent doctor`'s MQTT round trip passes under the shipped least-privilege device policy
+(config/iot-policy-device.json), enforced by the emulator's policy plugin as IoT Core would."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from emulator import Emulator
+from tests.e2e.conftest import ROOT, write_config
+
+
+def test_doctor_round_trip_allowed_by_the_device_policy(tmp_path):
+    emu = Emulator(tmp_path / "emulator", fleet_provisioning=True)
+    emu.start()
+    try:
+        config = write_config(tmp_path / "agent.toml", emu.info, tmp_path / "state")
+        r = subprocess.run(
+            [sys.executable, "-m", "agent", "doctor", "--config", str(config), "--skip", "clock", "--skip", "sensors"],
+            cwd=ROOT, capture_output=True, text=True, timeout=90,
+        )
+        assert "PASS mqtt:" in r.stdout, r.stdout + r.stderr
+        # A topic the policy does not grant fails the same check: the test can fail.
+        r = subprocess.run(
+            [sys.executable, "-m", "agent", "doctor", "--config", str(config), "--skip", "clock", "--skip", "sensors",
+             "--topic", "dt/methane/test-site/other-thing/doctor"],
+            cwd=ROOT, capture_output=True, text=True, timeout=90,
+        )
+        assert "FAIL mqtt:" in r.stdout, r.stdout + r.stderr
+    finally:
+        emu.stop()
