@@ -31,6 +31,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     # Its defaults: 20 simulated minutes per disk scenario, a 1,000,000-reading backlog (~1 min).
     "spool": ("bench.bench_spool", [], ["--quick"]),
     "e2e": ("bench.bench_e2e", [], ["--quick"]),
+    "shadow": ("bench.bench_shadow", ["--n", "20"], ["--n", "5"]),
 }
 
 
