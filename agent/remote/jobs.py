@@ -18,16 +18,16 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from awscrt import mqtt_request_response
 from awscrt.exceptions import AwsCrtError
-from awsiot import ServiceStreamOptions, V2ServiceException, iotjobs
+from awsiot import V2ServiceException, iotjobs
 
 from agent.config import RemoteConfig
 from agent.remote.actions import Action, ActionContext, Failed, Rejected, Result, details, parse
 from agent.remote.journal import Entry, Journal
+from agent.remote.service_client import call, client_options, describe_error, stream_options
 
 if TYPE_CHECKING:
     from agent.connection import Connection
@@ -61,10 +61,7 @@ class JobRunner:
         self.journal = journal
         self.remote = remote
         self.timeout_s = remote.request_timeout_s
-        opts = mqtt_request_response.ClientOptions(
-            max_request_response_subscriptions=3, max_streaming_subscriptions=2,
-            operation_timeout_in_seconds=remote.request_timeout_s,
-        )
+        opts = client_options(remote.request_timeout_s)
         self.client = iotjobs.IotJobsClientV2(conn.client, opts)
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -82,11 +79,7 @@ class JobRunner:
     def start(self) -> None:
         self._stream = self.client.create_next_job_execution_changed_stream(
             iotjobs.NextJobExecutionChangedSubscriptionRequest(thing_name=self.thing),
-            ServiceStreamOptions(
-                incoming_event_listener=lambda ev: self._post(self._on_notify_next, ev),
-                subscription_status_listener=lambda ev: self._post(self._on_subscription, ev),
-                deserialization_failure_listener=lambda ev: self._post(self._on_bad_event, ev),
-            ),
+            stream_options(self._loop, self._on_notify_next, self._on_subscription, self._on_bad_event),
         )
         self._stream.open()
         self.conn.on_connect(lambda _present: self.request_next())
@@ -103,10 +96,6 @@ class JobRunner:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._stream = None
-
-    def _post(self, fn: Callable[[Any], None], arg: Any) -> None:
-        if not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(fn, arg)
 
     # --- events ----------------------------------------------------------------------------------
     def request_next(self) -> None:
@@ -142,7 +131,7 @@ class JobRunner:
                 elif kind == "check":
                     await self._check(arg)
             except (V2ServiceException, AwsCrtError, TimeoutError, concurrent.futures.CancelledError) as exc:
-                self.last_error = _describe(exc)
+                self.last_error = describe_error(exc)
                 log.warning("jobs request failed", extra={"op": kind, "error": self.last_error})
                 if kind == "next":
                     delay, self._retry_s = self._retry_s, min(RETRY_MAX_S, self._retry_s * 2)
@@ -152,17 +141,13 @@ class JobRunner:
         if self.conn.connected.is_set() and self._current is None:
             self.request_next()
 
-    async def _call(self, fut: concurrent.futures.Future[Any]) -> Any:
-        # shield: a cancelled wait must not cancel awscrt's future (it completes it later)
-        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), self.timeout_s + 5)
-
     async def _next(self) -> None:
         if self._current is not None or not self.conn.connected.is_set():
             return
         if not await self._finish_journal():
             return
-        resp = await self._call(self.client.start_next_pending_job_execution(
-            iotjobs.StartNextPendingJobExecutionRequest(thing_name=self.thing)))
+        resp = await call(self.client.start_next_pending_job_execution(
+            iotjobs.StartNextPendingJobExecutionRequest(thing_name=self.thing)), self.timeout_s)
         self._retry_s = RETRY_MIN_S
         ex = resp.execution
         if ex is None or not ex.job_id:
@@ -176,8 +161,9 @@ class JobRunner:
         if self._current != job_id:
             return
         try:
-            resp = await self._call(self.client.describe_job_execution(
-                iotjobs.DescribeJobExecutionRequest(thing_name=self.thing, job_id=job_id, include_job_document=False)))
+            resp = await call(self.client.describe_job_execution(
+                iotjobs.DescribeJobExecutionRequest(thing_name=self.thing, job_id=job_id, include_job_document=False)),
+                self.timeout_s)
         except V2ServiceException as exc:
             if _code(exc) not in GONE_CODES:
                 raise
@@ -198,11 +184,11 @@ class JobRunner:
     # --- one job --------------------------------------------------------------------------------------
     async def _update(self, job_id: str, status: str, info: dict[str, Any]) -> None:
         try:
-            await self._call(self.client.update_job_execution(iotjobs.UpdateJobExecutionRequest(
-                thing_name=self.thing, job_id=job_id, status=status, status_details=details(info))))
+            await call(self.client.update_job_execution(iotjobs.UpdateJobExecutionRequest(
+                thing_name=self.thing, job_id=job_id, status=status, status_details=details(info))), self.timeout_s)
         except V2ServiceException as exc:
             if _code(exc) in GONE_CODES:
-                raise JobGone(_describe(exc)) from None
+                raise JobGone(describe_error(exc)) from None
             raise
 
     async def _execute(self, ex: iotjobs.JobExecutionData) -> None:
@@ -222,7 +208,7 @@ class JobRunner:
         except (V2ServiceException, AwsCrtError, TimeoutError, concurrent.futures.CancelledError) as exc:
             # The final status could not be sent; the journal (if any) lets the next connect retry.
             outcome = "UNREPORTED"
-            self.last_error = _describe(exc)
+            self.last_error = describe_error(exc)
             log.warning("job status update failed", extra={"job_id": job_id, "error": self.last_error})
         finally:
             if self._cancel_reason != "shutdown":
@@ -314,14 +300,3 @@ def _code(exc: V2ServiceException) -> str | None:
     err = exc.modeled_error
     code = getattr(err, "code", None)
     return str(code) if code is not None else None
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, V2ServiceException):
-        err = exc.modeled_error
-        if err is not None:
-            return f"{exc.message}: {getattr(err, 'code', '')} {getattr(err, 'message', '')}".strip()
-        return f"{exc.message}: {exc.inner_error}"
-    if isinstance(exc, AwsCrtError):
-        return f"{exc.name}: {exc.message}"
-    return type(exc).__name__

@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 from awscrt import mqtt_request_response
 from awscrt.exceptions import AwsCrtError
-from awsiot import ServiceStreamOptions, V2ServiceException, iotshadow
+from awsiot import V2ServiceException, iotshadow
 
 from agent.remote.layer import ConfigErrors, ConfigLayer
 from agent.remote.reported import ReportGate
+from agent.remote.service_client import call, client_options, describe_error, stream_options
 
 if TYPE_CHECKING:
     from agent.connection import Connection
@@ -96,21 +97,14 @@ class ShadowSync:
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[None] | None = None
         self._stream: Any = None
-        opts = mqtt_request_response.ClientOptions(
-            max_request_response_subscriptions=3, max_streaming_subscriptions=2,
-            operation_timeout_in_seconds=request_timeout_s,
-        )
+        opts = client_options(request_timeout_s)
         self.client = iotshadow.IotShadowClientV2(conn.client, opts)
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
         self._stream = self.client.create_named_shadow_delta_updated_stream(
             iotshadow.NamedShadowDeltaUpdatedSubscriptionRequest(thing_name=self.thing, shadow_name=self.name),
-            ServiceStreamOptions(
-                incoming_event_listener=lambda ev: self._post(self._on_delta, ev),
-                subscription_status_listener=lambda ev: self._post(self._on_subscription, ev),
-                deserialization_failure_listener=lambda ev: self._post(self._on_bad_event, ev),
-            ),
+            stream_options(self._loop, self._on_delta, self._on_subscription, self._on_bad_event),
         )
         self._stream.open()
         self.conn.on_connect(lambda _present: self.request_sync())
@@ -123,10 +117,6 @@ class ShadowSync:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self._stream = None  # a streaming operation closes when released
-
-    def _post(self, fn: Callable[[Any], None], arg: Any) -> None:
-        if not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(fn, arg)
 
     # --- events (on the loop) -------------------------------------------------------------------
     def request_sync(self) -> None:
@@ -169,7 +159,7 @@ class ShadowSync:
                     await self._delta(arg)
                 await self._maybe_report()
             except (V2ServiceException, AwsCrtError, TimeoutError, concurrent.futures.CancelledError) as exc:
-                self.last_error = _describe(exc)
+                self.last_error = describe_error(exc)
                 log.warning("shadow request failed", extra={"op": kind, "error": self.last_error})
                 if kind in ("sync", "delta"):
                     self._retry_sync()
@@ -182,16 +172,12 @@ class ShadowSync:
         if self.conn.connected.is_set():
             self.request_sync()
 
-    async def _call(self, fut: concurrent.futures.Future[Any]) -> Any:
-        # shield: a cancelled wait must not cancel awscrt's future (it completes it later)
-        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), self.timeout_s + 5)
-
     async def _sync(self) -> None:
         if not self.conn.connected.is_set():
             return  # on_connect asks again
         req = iotshadow.GetNamedShadowRequest(thing_name=self.thing, shadow_name=self.name)
         try:
-            resp = await self._call(self.client.get_named_shadow(req))
+            resp = await call(self.client.get_named_shadow(req), self.timeout_s)
         except V2ServiceException as exc:
             err = exc.modeled_error
             if isinstance(err, iotshadow.V2ErrorResponse) and err.code == 404:
@@ -259,7 +245,7 @@ class ShadowSync:
         req = iotshadow.UpdateNamedShadowRequest(
             thing_name=self.thing, shadow_name=self.name, state=iotshadow.ShadowState(reported=reported)
         )
-        resp = await self._call(self.client.update_named_shadow(req))
+        resp = await call(self.client.update_named_shadow(req), self.timeout_s)
         self.last_reported_version = resp.version
         self.reports += 1
         self.gate.sent(status)
@@ -288,14 +274,3 @@ def _merge(base: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, V2ServiceException):
-        err = exc.modeled_error
-        if err is not None:
-            return f"{exc.message}: {getattr(err, 'code', '')} {getattr(err, 'message', '')}".strip()
-        return f"{exc.message}: {exc.inner_error}"
-    if isinstance(exc, AwsCrtError):
-        return f"{exc.name}: {exc.message}"
-    return type(exc).__name__
