@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from awscrt import mqtt5
-from awsiot import mqtt5_client_builder
 
 from agent import payload
 from emulator.admin import Admin, AdminRequestError
+from emulator.admin_client import admin_client
 from emulator.lifecycle import Emulator
 from emulator.recorder import TelemetryRecorder
 from emulator.services.device_services import DeviceServices
@@ -103,9 +103,9 @@ def watcher(info: Any) -> tuple[mqtt5.Client, queue.Queue[tuple[str, bytes, str 
     """An admin client that sees every telemetry batch, as an IoT rule would."""
     q: queue.Queue[tuple[str, bytes, str | None]] = queue.Queue()
     connected = queue.Queue[bool]()
-    client = mqtt5_client_builder.mtls_from_path(
-        endpoint=info.endpoint, port=info.port, cert_filepath=str(info.admin_cert_file),
-        pri_key_filepath=str(info.admin_key_file), ca_filepath=str(info.ca_file), client_id="demo-viewer",
+    client = admin_client(
+        info,
+        "demo-viewer",
         on_publish_received=lambda d: q.put(
             (d.publish_packet.topic, bytes(d.publish_packet.payload), d.publish_packet.content_type)
         ),

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from awscrt import mqtt5
-from awsiot import mqtt5_client_builder
 
+from emulator.admin_client import admin_client
 from emulator.broker import BrokerError
 from emulator.state import EmulatorInfo
 
@@ -174,25 +174,18 @@ class TelemetryRecorder:
         self.store = TelemetryStore(self.db_path or info.state_dir / DB_FILE)
         self._worker = threading.Thread(target=self._run, name="telemetry-recorder", daemon=True)
         self._worker.start()
-        self._client = mqtt5_client_builder.mtls_from_path(
-            cert_filepath=str(info.admin_cert_file),
-            pri_key_filepath=str(info.admin_key_file),
-            ca_filepath=str(info.ca_file),
-            endpoint=info.endpoint,
-            port=info.port,
-            client_id=self.client_id,
-            keep_alive_interval_sec=60,
+        self._client = admin_client(
+            info,
+            self.client_id,
             # A persistent session (the broker keeps it across its own restarts): telemetry published
             # while the recorder reconnects is queued for it, not lost.
             session_behavior=mqtt5.ClientSessionBehaviorType.REJOIN_ALWAYS,
             session_expiry_interval_sec=3600,
             min_reconnect_delay_ms=100,
             max_reconnect_delay_ms=2000,
-            extended_validation_and_flow_control_options=mqtt5.ExtendedValidationAndFlowControlOptions.NONE,
             on_publish_received=self._on_publish,
             on_lifecycle_connection_success=self._on_connected,
             on_lifecycle_stopped=lambda _data: self._stopped.set(),
-            enable_metrics_collection=False,
         )
         self._client.start()
         if not self._connected.wait(START_TIMEOUT_S):

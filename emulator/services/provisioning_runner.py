@@ -14,8 +14,8 @@ import uuid
 
 from awscrt import mqtt5
 from awscrt.exceptions import AwsCrtError
-from awsiot import mqtt5_client_builder
 
+from emulator.admin_client import admin_client
 from emulator.authz import DELIVER_TOPIC, encode_delivery
 from emulator.registry import RegistryError
 from emulator.services.provisioning import ProvisioningService
@@ -51,11 +51,8 @@ class ProvisioningRunner:
     def start(self, info: EmulatorInfo) -> None:
         self._worker = threading.Thread(target=self._run, name="emulator-provisioning", daemon=True)
         self._worker.start()
-        self._client = mqtt5_client_builder.mtls_from_path(
-            cert_filepath=str(info.admin_cert_file), pri_key_filepath=str(info.admin_key_file),
-            ca_filepath=str(info.ca_file), endpoint=info.endpoint, port=info.port, client_id=self.client_id,
-            keep_alive_interval_sec=60, min_reconnect_delay_ms=200, max_reconnect_delay_ms=5000,
-            extended_validation_and_flow_control_options=mqtt5.ExtendedValidationAndFlowControlOptions.NONE,
+        self._client = admin_client(
+            info, self.client_id, min_reconnect_delay_ms=200, max_reconnect_delay_ms=5000,
             on_publish_received=self._on_publish, on_lifecycle_connection_success=self._on_connected,
         )
         self._client.start()

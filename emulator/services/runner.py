@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from awscrt import mqtt5
-from awsiot import mqtt5_client_builder
 
+from emulator.admin_client import admin_client
 from emulator.authz import DELIVER_TOPIC, encode_delivery
 from emulator.broker import BrokerError
 from emulator.services.outgoing import Outgoing
@@ -77,19 +77,12 @@ class ServiceRunner:
         self._subscribed.clear()
         self._worker = threading.Thread(target=self._run, name="emulator-services", daemon=True)
         self._worker.start()
-        self._client = mqtt5_client_builder.mtls_from_path(
-            cert_filepath=str(info.admin_cert_file),
-            pri_key_filepath=str(info.admin_key_file),
-            ca_filepath=str(info.ca_file),
-            endpoint=info.endpoint,
-            port=info.port,
-            client_id=self.client_id,
-            keep_alive_interval_sec=60,
+        self._client = admin_client(
+            info,
+            self.client_id,
             min_reconnect_delay_ms=200,
             max_reconnect_delay_ms=5000,
             session_behavior=mqtt5.ClientSessionBehaviorType.CLEAN,
-            # The services are the server side: IoT Core's client-side limits do not apply to them.
-            extended_validation_and_flow_control_options=mqtt5.ExtendedValidationAndFlowControlOptions.NONE,
             on_publish_received=self._on_publish,
             on_lifecycle_connection_success=self._on_connected,
         )
