@@ -8,6 +8,7 @@ CRC mode, CRC-16 poly 0x8005 init 0 over the same bytes; sent high byte first.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from typing import Literal
@@ -15,8 +16,12 @@ from typing import Literal
 from drivers.codec_error import ChecksumError, CodecError, NakError
 
 DLE, RD, WR, ACK, NAK, DAT, EOF = 0x10, 0x13, 0x15, 0x16, 0x19, 0x1A, 0x1F
+VAR_LIVE_DATA = 0x01
 VAR_LIVE_DATA_SIMPLE = 0x06
 MAX_DATA_LEN = 255
+LIVE_DATA_VERSION = 4  # the only live-data layout the sources document (both agree; D7 accepts only 4)
+_LIVE_DATA = struct.Struct("<HHffHHfIHHHH")  # 32 bytes, version 4
+_LIVE_DATA_SIMPLE = struct.Struct("<HHf")  # 8 bytes
 
 ChecksumMode = Literal["sum", "crc"]
 
@@ -135,6 +140,25 @@ class LiveDataSimple:
     reading: float
 
 
+@dataclass(frozen=True, slots=True)
+class LiveData:
+    """Live data (var 0x01), structure version 4. The temperature's unit is not stated by the sources;
+    degrees Celsius is assumed [U]."""
+
+    version: int
+    status: int
+    reading: float
+    temperature_c: float
+    detector: int
+    reference: int
+    absorbance: float
+    uptime: int
+    detector_min: int
+    detector_max: int
+    reference_min: int
+    reference_max: int
+
+
 def parse_reply(frame: bytes, mode: ChecksumMode = "sum") -> bytes:
     """Check a DAT frame and return its data; a NAK raises ``NakError``; anything else ``CodecError``."""
     if len(frame) == 3 and frame[0] == DLE and frame[1] == NAK:
@@ -159,10 +183,27 @@ def parse_reply(frame: bytes, mode: ChecksumMode = "sum") -> bytes:
     return data
 
 
+def _finite(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise CodecError(f"{name} is not a finite number")
+
+
 def decode_live_data_simple(data: bytes) -> LiveDataSimple:
-    if len(data) != 8:
-        raise CodecError(f"live data simple is 8 bytes, got {len(data)}")
-    version, status, reading = struct.unpack("<HHf", data)
-    if reading != reading or reading in (float("inf"), float("-inf")):
-        raise CodecError("reading is not a finite number")
+    if len(data) != _LIVE_DATA_SIMPLE.size:
+        raise CodecError(f"live data simple is {_LIVE_DATA_SIMPLE.size} bytes, got {len(data)}")
+    version, status, reading = _LIVE_DATA_SIMPLE.unpack(data)
+    _finite("reading", reading)
     return LiveDataSimple(version, status, reading)
+
+
+def decode_live_data(data: bytes) -> LiveData:
+    """Version 4 only: another version may lay the fields out differently, so it is refused, not guessed."""
+    if len(data) >= 2 and int.from_bytes(data[:2], "little") != LIVE_DATA_VERSION:
+        version = int.from_bytes(data[:2], "little")
+        raise CodecError(f"live data structure version {version}; only version {LIVE_DATA_VERSION} is documented")
+    if len(data) != _LIVE_DATA.size:
+        raise CodecError(f"live data (version {LIVE_DATA_VERSION}) is {_LIVE_DATA.size} bytes, got {len(data)}")
+    live = LiveData(*_LIVE_DATA.unpack(data))
+    _finite("reading", live.reading)
+    _finite("temperature", live.temperature_c)
+    return live

@@ -1,4 +1,7 @@
-"""Dynament Premier/Platinum emulator: answers P2P read requests for live data simple (var 0x06).
+"""Dynament Premier/Platinum emulator: answers P2P read requests for live data (var 0x01, structure
+version 4: version, status, reading, temperature, detector, reference, absorbance, uptime and the four
+detector/reference min/max words, little-endian) and live data simple (var 0x06); any other variable
+gets NAK 1 (not readable).
 
 Written from the reference's frame description independently of the driver's codec, so a mistake in
 one is not mirrored in the other; the §8 test vectors pin both.
@@ -31,13 +34,29 @@ def wire_checksum(data: bytes, crc: bool) -> bytes:
 class DynamentDevice(EmulatedDevice):
     frame_start_bytes = bytes((DLE,))
 
-    def __init__(self, reading: float = 0.0, status: int = 0, version: int = 1, crc: bool = False) -> None:
+    def __init__(self, reading: float = 0.0, status: int = 0, version: int = 1, crc: bool = False,
+                 temperature: float = 21.5, live_data_version: int = 4) -> None:
         super().__init__()
         self.reading = reading
         self.status = status
-        self.version = version
+        self.version = version  # of the live-data-simple structure (placeholder, §1.1)
+        self.live_data_version = live_data_version
+        self.temperature = temperature
         self.crc = crc
         self.nak_reason = 6
+        self.uptime_s = 3600
+
+    def live_data(self) -> bytes:
+        """Var 0x01 payload. The detector/reference words are plausible constants; the driver ignores them."""
+        return (
+            struct.pack("<HH", self.live_data_version, self.status)
+            + struct.pack("<f", self.reading)
+            + struct.pack("<f", self.temperature)
+            + struct.pack("<HH", 31000, 32000)
+            + struct.pack("<f", 0.0125)
+            + struct.pack("<I", self.uptime_s)
+            + struct.pack("<HHHH", 30000, 32000, 31000, 33000)
+        )
 
     def take_request(self, buf: bytes) -> tuple[bytes | None, int]:
         start = buf.find(bytes((DLE, RD)))
@@ -53,9 +72,12 @@ class DynamentDevice(EmulatedDevice):
         if wire_checksum(body, self.crc) != request[-2:]:
             return bytes((DLE, NAK, 6))
         var = request[2]
-        if var != 0x06:
+        if var == 0x06:
+            data = struct.pack("<HHf", self.version, self.status, self.reading)
+        elif var == 0x01:
+            data = self.live_data()
+        else:
             return bytes((DLE, NAK, 1))
-        data = struct.pack("<HHf", self.version, self.status, self.reading)
         payload = bytes((len(data),)) + data
         wire = bytes((DLE, DAT)) + payload.replace(b"\x10", b"\x10\x10") + bytes((DLE, EOF))
         return wire + wire_checksum(wire, self.crc)

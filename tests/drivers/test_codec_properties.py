@@ -22,12 +22,17 @@ def _dyn(frame: bytes) -> object:
     return dynament.decode_live_data_simple(dynament.parse_reply(frame))
 
 
+def _dyn_live(frame: bytes) -> object:
+    return dynament.decode_live_data(dynament.parse_reply(frame))
+
+
 def _cubic(frame: bytes) -> object:
     return cubic.decode_measurement(cubic.parse_reply(frame, cubic.CMD_READ))
 
 
 PARSERS = {
     "dynament": (dynament.extract, _dyn),
+    "dynament-live-data": (dynament.extract, _dyn_live),
     "cubic": (cubic.extract, _cubic),
     "winsen": (winsen.extract, winsen.parse_read_reply),
     "inir": (inir.extract, inir.parse),
@@ -101,3 +106,14 @@ def test_dynament_bad_checksum_never_parses(value, junk):
                               frame[-1]))
     with pytest.raises(ChecksumError):
         _dyn(bad)
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False, width=32), st.floats(-40, 85, width=32),
+       st.integers(0, 0xFFFF), st.sampled_from(["sum", "crc"]), st.integers(1, 0xFFFF))
+def test_dynament_live_data_wrong_checksum_never_parses(value, temperature, status, mode, delta):
+    payload = struct.pack("<HHffHHfIHHHH", 4, status, value, temperature, 1, 2, 0.5, 3, 4, 5, 6, 7)
+    frame = dynament.build_data_reply(payload, mode)
+    assert dynament.decode_live_data(dynament.parse_reply(frame, mode)).reading == value
+    cs = (int.from_bytes(frame[-2:], "big") + delta) & 0xFFFF
+    with pytest.raises(ChecksumError):
+        dynament.decode_live_data(dynament.parse_reply(frame[:-2] + cs.to_bytes(2, "big"), mode))

@@ -37,6 +37,63 @@ def test_reply_vectors(value, wire):
     assert (live.version, live.status, live.reading) == (1, 0, value)
 
 
+# Live data (var 0x01, v4): reading 2.5, temperature 25.0 degC, status 0, detector 31000, reference 32000,
+# absorbance 0.0125, uptime 3600 s (0x0E10: its 0x10 is stuffed), min/max 30000/32000/31000/33000.
+LIVE_VECTOR = ("10 1A 20 04 00 00 00 00 00 20 40 00 00 C8 41 18 79 00 7D CD CC 4C 3C 10 10 0E 00 00 30 75 00 7D"
+               " 18 79 E8 80 10 1F 08 5E")
+
+
+def _live_payload(reading: float, temperature: float, status: int = 0, version: int = 4) -> bytes:
+    return struct.pack("<HHffHHfIHHHH", version, status, reading, temperature, 31000, 32000, 0.0125, 3600,
+                       30000, 32000, 31000, 33000)
+
+
+def test_live_data_vector():
+    frame = bytes.fromhex(LIVE_VECTOR)
+    # The checksum is the plain 16-bit sum of every wire byte up to EOF, stuffing DLE included.
+    assert int.from_bytes(frame[-2:], "big") == sum(frame[:-2]) & 0xFFFF
+    assert codec.build_data_reply(_live_payload(2.5, 25.0)) == frame
+    assert DynamentDevice(reading=2.5, temperature=25.0).reply(codec.build_read_request(0x01)) == frame
+    live = codec.decode_live_data(codec.parse_reply(frame))
+    assert (live.version, live.status, live.reading, live.temperature_c) == (4, 0, 2.5, 25.0)
+    assert (live.detector, live.reference, live.uptime) == (31000, 32000, 3600)
+    assert live.absorbance == pytest.approx(0.0125)
+
+
+def test_live_data_wrong_version_or_length_refused():
+    with pytest.raises(CodecError, match="version 3"):
+        codec.decode_live_data(_live_payload(1.0, 20.0, version=3))
+    with pytest.raises(CodecError, match="32 bytes, got 31"):
+        codec.decode_live_data(_live_payload(1.0, 20.0)[:31])
+    with pytest.raises(CodecError, match="temperature"):
+        codec.decode_live_data(_live_payload(1.0, float("nan")))
+    with pytest.raises(CodecError, match="reading"):
+        codec.decode_live_data(_live_payload(float("inf"), 20.0))
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False, width=32),
+       st.floats(min_value=-60, max_value=120, width=32), st.integers(0, 0xFFFF), st.sampled_from(["sum", "crc"]))
+def test_live_data_roundtrip(value, temperature, status, mode):
+    frame = codec.build_data_reply(_live_payload(value, temperature, status), mode)
+    got, used = codec.extract(b"\x13\x1f" + frame)
+    assert got == frame and used == len(frame) + 2
+    live = codec.decode_live_data(codec.parse_reply(got, mode))
+    assert (live.status, live.reading, live.temperature_c) == (status, value, temperature)
+
+
+@settings(max_examples=300)
+@given(st.floats(allow_nan=False, allow_infinity=False, width=32), st.floats(-40, 85, width=32),
+       st.integers(0, 63), st.integers(1, 255))
+def test_corrupted_live_data_never_yields_value(value, temperature, pos, flip):
+    frame = bytearray(codec.build_data_reply(_live_payload(value, temperature)))
+    frame[pos % len(frame)] ^= flip
+    try:
+        live = codec.decode_live_data(codec.parse_reply(bytes(frame)))
+    except CodecError:
+        return
+    pytest.fail(f"corrupted frame accepted: {live}")
+
+
 def test_nak_vector():
     frame, used = codec.extract(bytes.fromhex("10 19 06"))
     assert used == 3
@@ -98,29 +155,59 @@ def _driver(host, **kw):
 
 @pytest.mark.parametrize("value", [0.0, 2.5, 36.0, 0.0625, 4.99, -0.005, 16.0])
 def test_driver_reads_emulator(pty_factory, value):
-    dev = DynamentDevice(reading=value)
+    dev = DynamentDevice(reading=value, temperature=-12.25)
     host = pty_factory(dev)
     d = _driver(host, range_ppm=400_000)
     try:
         ms = {m.quantity: m for m in d.read()}
     finally:
         d.close()
-    assert dev.requests[-1] == bytes.fromhex("10 13 06 10 1F 00 58")
+    assert dev.requests[-1] == bytes.fromhex("10 13 01 10 1F 00 53")  # live data (var 0x01) by default
     assert ms["methane"].value == pytest.approx(value * 10_000, rel=1e-6)
     assert ms["methane"].unit == "ppm"
     assert ms["methane_lel"].value == pytest.approx(value * 10_000 / 50_000 * 100, rel=1e-6)
     assert ms["methane"].flags == frozenset()
+    assert (ms["temperature"].value, ms["temperature"].unit, ms["temperature"].flags) == (-12.25, "degC", frozenset())
+
+
+def test_live_data_simple_variable_has_no_temperature(pty_factory):
+    dev = DynamentDevice(reading=2.5)
+    d = _driver(pty_factory(dev), variable="live-data-simple")
+    try:
+        ms = {m.quantity: m for m in d.read()}
+    finally:
+        d.close()
+    assert dev.requests == [bytes.fromhex("10 13 06 10 1F 00 58")]
+    assert ms["methane"].value == pytest.approx(25_000.0)
+    assert "temperature" not in ms
+
+
+def test_other_live_data_version_is_a_clear_error(pty_factory):
+    dev = DynamentDevice(reading=2.5, live_data_version=5)
+    d = _driver(pty_factory(dev))
+    try:
+        with pytest.raises(DriverError) as info:
+            d.read()
+    finally:
+        d.close()
+    assert info.value.kind == "bad_frame"
+    assert "version 5" in info.value.message and 'variable = "live-data-simple"' in info.value.message
+
+
+def test_settings_reject_unknown_variable():
+    with pytest.raises(ValueError, match="variable"):
+        DynamentSettings(port="/dev/null", unit="ppm", variable="live-data-2")
 
 
 def test_driver_crc_mode_and_lel_unit(pty_factory):
     dev = DynamentDevice(reading=20.0, crc=True)
     host = pty_factory(dev)
-    d = _driver(host, checksum_mode="crc")
+    d = _driver(host, checksum_mode="crc", variable="live-data-simple")
     try:
         ms = {m.quantity: m for m in d.read()}
     finally:
         d.close()
-    assert dev.requests[-1][-2:] == bytes.fromhex("9BBF")
+    assert dev.requests[-1][-2:] == bytes.fromhex("9BBF")  # the reference's CRC-mode vector (var 0x06)
     assert ms["methane"].value == pytest.approx(200_000.0)
     s = DynamentSettings(port=host.port, unit="%LEL", lel_vol_percent=4.4, warmup_s=0, timeout_s=0.3)
     d = DynamentDriver(s)
@@ -146,6 +233,7 @@ def test_status_warmup_and_range_flags(pty_factory):
     assert ms["methane"].value == -2_500_000.0  # reported as the device sent it, never replaced
     assert ms["methane"].flags == {SENSOR_FAULT, WARMING_UP, OUT_OF_RANGE}
     assert ms["sensor_status"].value == 4.0
+    assert ms["temperature"].flags == {SENSOR_FAULT}  # the gas warm-up window is not the temperature's
 
 
 def test_settings_require_unit():
