@@ -110,6 +110,19 @@ def parse(frame: bytes) -> InirFrame:
     return InirFrame(conc, words[2], words[3])
 
 
+def check_ack(reply: bytes, sent: bytes) -> bool:
+    """Judge what came back after command ``sent``: True for ``[AK]``, False for a data frame (a streaming
+    sensor may still send one before it answers; the caller keeps reading); ``NakError`` for ``[NA]``."""
+    text = reply.strip().lower()
+    if text == ACK_TOKEN:
+        return True
+    if text == NAK_TOKEN:
+        raise NakError(f"sensor answered [NA] to {sent.decode('ascii', 'replace')}")
+    if text.startswith(b"0000005b") or text.endswith(b"0000005d"):
+        return False
+    raise CodecError(f"expected [AK] after {sent.decode('ascii', 'replace')}, got {reply[:24]!r}")
+
+
 def fault_nibbles(faults: int) -> dict[int, int]:
     """Nibbles that are not 0xA ("no error"), by position (0 = least significant)."""
     return {i: (faults >> (4 * i)) & 0xF for i in range(8) if (faults >> (4 * i)) & 0xF != 0xA}

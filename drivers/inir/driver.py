@@ -6,10 +6,20 @@ frame; whether a given firmware has [Q] is unconfirmed). Fault nibbles map to fl
 timer and memory faults → ``sensor_fault``; "concentration not yet stable" and the (unconfirmed)
 warm-up code → ``warming_up``; over/under range → ``out_of_range``. Reset, DAC and UART nibbles are
 informational (the sensor raises the power-on-reset flag after every power-up).
+
+Start-up (``startup_commands``, on by default): on every (re)open the driver sends SGX's recommended
+sequence, ``[C]`` (configuration mode) then ``[B]`` (engineering mode: frames carry the reference and
+active signals too), and in ``on_demand`` mode then ``[H]``; each must be answered ``[AK]``. A ``[NA]``,
+garbage or silence is a ``DriverError`` naming the command; the port is closed so the next read reopens
+and sends the whole sequence again (behind the reconnect backoff). SGX's ``[I]`` (read back settings,
+"check its CRC") is not sent: the reply's layout is not in our reference [U]. That ``[H]`` is answered
+``[AK]`` like the other mode commands is assumed [U]. The mode change restarts the sensor's 45 s warm-up,
+so the host window restarts when the sequence completes.
 """
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -33,6 +43,11 @@ class InirSettings(SerialSettings, MethaneSettings):
     timeout_s: float = Field(2.5, gt=0, le=30, description="frames come about once a second in stream mode")
     range_ppm: float | None = Field(50_000.0, gt=0, description="full scale (INIR2-ME5%: 50000, ME100%: 1e6)")
     warmup_s: float = Field(45.0, ge=0, le=3600, description="warm-up after power-on or mode change (45 s)")
+    startup_commands: bool = Field(
+        True,
+        description="on every (re)open send [C] then [B] (and [H] in on_demand mode [U]), each answered [AK]; "
+        "[I] is not sent (reply layout unknown [U])",
+    )
 
 
 def flags_for(faults: int) -> set[str]:
@@ -57,14 +72,57 @@ class InirDriver:
         self._s = settings
         self._warmup = WarmupTimer()
         self._port = SerialPort.from_settings(settings, stopbits=settings.stopbits, on_open=self._warmup.restart)
+        self._started_on = 0  # the port's open count the start-up sequence last succeeded on
+
+    def startup_sequence(self) -> list[str]:
+        if not self._s.startup_commands:
+            return []
+        return ["C", "B", "H"] if self._s.mode == "on_demand" else ["C", "B"]
 
     def open(self) -> None:
-        self._port.ensure_open()
+        self._ensure_started()
+
+    def _ensure_started(self) -> None:
+        port = self._port
+        port.ensure_open()
+        letters = self.startup_sequence()
+        if not letters or self._started_on == port.opens:
+            return
+        try:
+            for letter in letters:
+                self._command(letter)
+        except DriverError as exc:
+            delay = 0.0
+            if port.is_open:  # a lost port was already closed and backed off by the transport
+                port.close()
+                delay = port.backoff.failure()
+            raise DriverError(
+                exc.kind, f"{exc.message} (start-up command [{letter}]; port closed, retry in {delay:.1f}s)"
+            ) from exc
+        self._started_on = port.opens
+        self._warmup.restart()
+
+    def _command(self, letter: str) -> None:
+        """Send one command and wait for its ``[AK]``, skipping data frames still streaming in."""
+        cmd = codec.command(letter)
+        deadline = time.monotonic() + self._s.timeout_s
+        raw = self._port.transact(cmd, codec.extract, self._s.timeout_s)
+        while True:
+            try:
+                if codec.check_ack(raw, cmd):
+                    return
+            except CodecError as exc:
+                raise DriverError(exc.kind, f"{self._s.port}: {exc.message}") from exc
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DriverError("timeout", f"{self._s.port}: no [AK] to {cmd.decode()} within {self._s.timeout_s}s")
+            raw = self._port.read_frame(codec.extract, remaining)
 
     def close(self) -> None:
         self._port.close()
 
     def _frame(self) -> codec.InirFrame:
+        self._ensure_started()
         if self._s.mode == "on_demand":
             raw = self._port.transact(codec.command("Q"), codec.extract, self._s.timeout_s)
         else:

@@ -1,5 +1,8 @@
-"""SGX INIR / INIR2 emulator: streams normal-mode frames, answers [A]/[B]/[C] with [AK], [Q] with an
-engineering frame, anything else with [NA]. Words are 8 lowercase hex digits plus a terminator."""
+"""SGX INIR / INIR2 emulator with the AN1 modes: NORMAL streams 7-word frames, ENGINEERING streams
+9-word frames (reference and active averages added), CONFIGURATION and ON-DEMAND stream nothing.
+[A]/[B]/[C]/[H] switch mode and answer [AK]; [Q] answers one engineering frame; anything else, and any
+command listed in ``nak_commands``, answers [NA]. [I] (read back settings) is not emulated: its reply
+layout is not in the reference, so it gets [NA] too. Words are 8 lowercase hex digits plus a terminator."""
 
 from __future__ import annotations
 
@@ -26,7 +29,9 @@ class InirDevice(EmulatedDevice):
         self.faults = faults
         self.temp_c = temp_c
         self.terminator = terminator
-        self.tick_interval_s = interval_s if streaming else None
+        self.tick_interval_s = interval_s
+        self.mode = "normal" if streaming else "on_demand"  # what the sensor is in when we meet it
+        self.nak_commands: set[bytes] = set()
 
     def encode(self, words: list[int]) -> bytes:
         return b"".join(f"{w:08x}".encode() + self.terminator for w in words)
@@ -36,7 +41,11 @@ class InirDevice(EmulatedDevice):
         return self.encode(frame_words(self.ppm, self.faults, temp, engineering))
 
     def tick(self) -> bytes:
-        return self._frame(False)
+        if self.mode == "normal":
+            return self._frame(False)
+        if self.mode == "engineering":
+            return self._frame(True)
+        return b""
 
     def take_request(self, buf: bytes) -> tuple[bytes | None, int]:
         start = buf.find(b"[")
@@ -47,10 +56,15 @@ class InirDevice(EmulatedDevice):
             return None, start
         return buf[start : end + 1], end + 1
 
+    MODES = {b"[A]": "normal", b"[B]": "engineering", b"[C]": "configuration", b"[H]": "on_demand"}
+
     def reply(self, request: bytes) -> bytes:
+        if request in self.nak_commands:
+            return NAK + self.terminator
         if request == b"[Q]":
             return self._frame(True)
-        if request in (b"[A]", b"[B]", b"[C]"):
+        if request in self.MODES:
+            self.mode = self.MODES[request]
             return ACK + self.terminator
         return NAK + self.terminator
 

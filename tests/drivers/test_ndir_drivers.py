@@ -122,7 +122,7 @@ def test_inir_vector_and_faults():
 @pytest.mark.parametrize("ppm", [0, 91, 93, 10_000, 49_999, 60_000])
 def test_inir_stream_mode(pty_factory, term, ppm):
     dev = InirDevice(ppm=ppm, faults=0xAAAAAA1A, temp_c=-5.0, terminator=term)
-    d = InirDriver(InirSettings(port=pty_factory(dev).port, warmup_s=0, timeout_s=2.0))
+    d = InirDriver(InirSettings(port=pty_factory(dev).port, warmup_s=0, timeout_s=2.0, startup_commands=False))
     try:
         ms = _by_q(d.read())
     finally:
@@ -135,7 +135,7 @@ def test_inir_stream_mode(pty_factory, term, ppm):
 
 def test_inir_on_demand_warmup(pty_factory):
     dev = InirDevice(ppm=500, streaming=False)
-    d = InirDriver(InirSettings(port=pty_factory(dev).port, mode="on_demand", **FAST))
+    d = InirDriver(InirSettings(port=pty_factory(dev).port, mode="on_demand", startup_commands=False, **FAST))
     try:
         ms = _by_q(d.read())
     finally:
