@@ -8,6 +8,11 @@ and an optional status register with fault / warm-up bit masks.
 
 A frame with a bad CRC is discarded by pymodbus, so a corrupted reply surfaces as ``timeout``; an
 exception response surfaces as ``nak`` with the exception code.
+
+The port is opened exclusively, like every other UART driver's: pymodbus's ``ModbusSerialClient.connect``
+passes ``exclusive=True`` to pyserial (a ``flock``), so two drivers, or the agent and a technician's
+``sensor read``, cannot interleave frames on one RS-485 line. pymodbus only returns False when the open
+fails, so the reason is found out separately (``open_failure_reason``) to name it in the error.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pymodbus.exceptions import ModbusException
 from drivers.backoff import Backoff
 from drivers.base import SENSOR_FAULT, WARMING_UP, DriverError, DriverSettings, Measurement
 from drivers.methane import MethaneSettings, MethaneUnit, methane_measurements, to_ppm
-from drivers.transport.serial_port import SerialSettings
+from drivers.transport.serial_port import SerialSettings, open_failure_reason
 from drivers.warmup import WarmupTimer
 
 DataType = Literal["u16", "s16", "u32", "s32", "float32"]
@@ -98,7 +103,8 @@ class ModbusRtuDriver:
         if not client.connect():
             client.close()
             delay = self._backoff.failure()
-            raise DriverError("port_unavailable", f"{s.port}: cannot open; retry in {delay:.1f}s")
+            reason = open_failure_reason(s.port)
+            raise DriverError("port_unavailable", f"{s.port}: cannot open: {reason}; retry in {delay:.1f}s")
         self._backoff.success()
         self._warmup.restart()
         self._client = client

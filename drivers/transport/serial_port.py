@@ -9,6 +9,8 @@ the agent keeps running and reconnects by itself when the device comes back.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import termios
 import time
 from collections.abc import Callable
@@ -40,6 +42,23 @@ class SerialSettings(DriverSettings):
 
 
 Parity = Literal["N", "E", "O"]
+
+
+def open_failure_reason(path: str) -> str:
+    """Why ``path`` cannot be opened for exclusive use, for a library (pymodbus) that reports only
+    success or failure. It opens the device node and tries the same ``flock`` pyserial's
+    ``exclusive=True`` takes, without touching the line settings, and closes it again at once."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as exc:
+        return str(exc)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        return f"in use: another process or driver holds its exclusive lock ({exc.strerror})"
+    finally:
+        os.close(fd)
+    return "the library could not open it (it opens now, so it may have been busy a moment ago)"
 
 
 class SerialPort:

@@ -7,6 +7,7 @@ import pytest
 from drivers.base import SENSOR_FAULT, WARMING_UP, DriverError
 from drivers.modbus.driver import ModbusRtuDriver, ModbusSettings
 from tests.devices.modbus_rtu import ModbusRtuDevice
+from tests.drivers.conftest import eventually
 
 FAST = {"timeout_s": 0.4, "reconnect_min_s": 0.05, "reconnect_max_s": 0.2}
 
@@ -78,3 +79,55 @@ def test_nan_float_is_not_a_reading(pty_factory):
 def test_register_numbering_is_validated():
     with pytest.raises(ValueError, match="address_offset"):
         ModbusSettings(port="/dev/ttyUSB0", value_register=1, address_offset=40001)
+
+
+def _opened(port: str) -> ModbusRtuDriver:
+    d = ModbusRtuDriver(ModbusSettings(port=port, value_register=0, **FAST))
+    d.open()
+    return d
+
+
+def test_second_opener_gets_clear_error(pty_factory):
+    """pymodbus opens with pyserial's exclusive flock, as SerialPort does: a second Modbus driver, or any
+    other UART driver, on the same port is refused with a message that says the port is in use."""
+    from drivers.dynament.driver import DynamentDriver, DynamentSettings
+
+    host = pty_factory(ModbusRtuDevice(holding={0: 321}))
+    first = _opened(host.port)
+    try:
+        second = ModbusRtuDriver(ModbusSettings(port=host.port, value_register=0, **FAST))
+        with pytest.raises(DriverError) as info:
+            second.read()
+        assert info.value.kind == "port_unavailable"
+        assert "in use" in info.value.message and "exclusive lock" in info.value.message
+        other = DynamentDriver(DynamentSettings(port=host.port, unit="ppm", **FAST))
+        with pytest.raises(DriverError) as info:
+            other.open()
+        assert info.value.kind == "port_unavailable" and "exclusively lock" in info.value.message
+        assert {m.quantity: m.value for m in first.read()}["methane"] == 321.0  # the holder is undisturbed
+    finally:
+        first.close()
+    ms, errors = eventually(second.read, 5)  # free again: the refused driver gets in after its backoff
+    second.close()
+    assert {m.quantity: m.value for m in ms}["methane"] == 321.0
+    assert {e.kind for e in errors} <= {"port_unavailable"}
+
+
+def test_modbus_refused_while_another_uart_driver_holds_port(pty_factory):
+    from drivers.transport.serial_port import SerialPort
+
+    host = pty_factory(ModbusRtuDevice(holding={0: 1}))
+    holder = SerialPort(host.port, 9600)
+    holder.ensure_open()
+    try:
+        with pytest.raises(DriverError) as info:
+            _opened(host.port)
+    finally:
+        holder.close()
+    assert info.value.kind == "port_unavailable" and "in use" in info.value.message
+
+
+def test_missing_port_names_the_reason(tmp_path):
+    with pytest.raises(DriverError) as info:
+        _opened(str(tmp_path / "ttyUSB7"))
+    assert info.value.kind == "port_unavailable" and "No such file" in info.value.message
