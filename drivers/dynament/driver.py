@@ -85,5 +85,6 @@ class DynamentDriver:
         out.append(Measurement("sensor_status", float(live.status), "bits", frozenset(flags)))
         if isinstance(live, codec.LiveData):
             # The gas warm-up window says nothing about the temperature; a status bit might, so it is kept.
-            out.append(Measurement("temperature", round(live.temperature_c, 4), "degC", status_flags))
+            # The sensor head's own temperature (as INIR reports it), not the site's ambient temperature.
+            out.append(Measurement("sensor_temperature", round(live.temperature_c, 4), "degC", status_flags))
         return out

@@ -167,7 +167,8 @@ def test_driver_reads_emulator(pty_factory, value):
     assert ms["methane"].unit == "ppm"
     assert ms["methane_lel"].value == pytest.approx(value * 10_000 / 50_000 * 100, rel=1e-6)
     assert ms["methane"].flags == frozenset()
-    assert (ms["temperature"].value, ms["temperature"].unit, ms["temperature"].flags) == (-12.25, "degC", frozenset())
+    assert (ms["sensor_temperature"].value, ms["sensor_temperature"].unit, ms["sensor_temperature"].flags) == (
+        -12.25, "degC", frozenset())
 
 
 def test_live_data_simple_variable_has_no_temperature(pty_factory):
@@ -179,7 +180,7 @@ def test_live_data_simple_variable_has_no_temperature(pty_factory):
         d.close()
     assert dev.requests == [bytes.fromhex("10 13 06 10 1F 00 58")]
     assert ms["methane"].value == pytest.approx(25_000.0)
-    assert "temperature" not in ms
+    assert "sensor_temperature" not in ms
 
 
 def test_other_live_data_version_is_a_clear_error(pty_factory):
@@ -233,7 +234,7 @@ def test_status_warmup_and_range_flags(pty_factory):
     assert ms["methane"].value == -2_500_000.0  # reported as the device sent it, never replaced
     assert ms["methane"].flags == {SENSOR_FAULT, WARMING_UP, OUT_OF_RANGE}
     assert ms["sensor_status"].value == 4.0
-    assert ms["temperature"].flags == {SENSOR_FAULT}  # the gas warm-up window is not the temperature's
+    assert ms["sensor_temperature"].flags == {SENSOR_FAULT}  # the gas warm-up window is not the temperature's
 
 
 def test_settings_require_unit():
