@@ -122,7 +122,11 @@ class Agent:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self.spool.open()
-        await self.status_server.start()
+        try:
+            await self.status_server.start()
+        except OSError as exc:  # e.g. a state_dir path too long for a Unix socket: degrade, don't die
+            log.error("status socket unavailable; `methane-agent status` will read the spool only",
+                      extra={"path": str(self.conf.status_socket), "error": str(exc)})
         await self.sampler.apply(self.conf.sensors)
         self._make_uplink()
         self.remote = RemoteManager(self)

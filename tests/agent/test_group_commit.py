@@ -46,3 +46,27 @@ def test_readings_wait_at_most_one_commit_interval(tmp_path, interval):
     assert max(samples) <= rate * interval * 1.3 + 8, (max(samples), rate * interval)
     # Grouped: each commit carries many readings, not one.
     assert commits and min(commits[:-1] or commits) >= rate * interval * 0.5, commits
+
+
+def test_unusable_status_socket_path_does_not_stop_the_agent(tmp_path):
+    """A state_dir whose path is too long for a Unix socket (108 bytes) costs the status socket,
+    not the agent: sampling and spooling go on."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    conf = cfg.validate({
+        "state_dir": str(deep),
+        "spool": {"commit_interval_s": 0.2, "min_free_disk_bytes": 1 << 20},
+        "sensors": [{"id": "sim", "driver": "simulated", "interval_s": 0.05}],
+    })
+    assert len(str(conf.status_socket)) > 108
+
+    async def scenario() -> int:
+        agent = Agent(conf)
+        task = asyncio.create_task(agent.run())
+        await asyncio.sleep(1.0)
+        assert not task.done()
+        committed = agent.spool.stats().next_seq - 1
+        agent.request_stop()
+        await asyncio.wait_for(task, 10)
+        return committed
+
+    assert asyncio.run(scenario()) > 0
