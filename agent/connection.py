@@ -10,11 +10,13 @@ the only queue, so nothing lives twice and nothing is retried behind the uplink'
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from awscrt import mqtt5
 from awscrt.exceptions import AwsCrtError
@@ -50,6 +52,13 @@ class ConnectionStats:
     publishes: int = 0
     subscriptions_refused: int = 0
     publish_times: list[float] = field(default_factory=list)
+
+
+def _awaitable(fut: concurrent.futures.Future[Any]) -> asyncio.Future[Any]:
+    """Await an awscrt operation without ever cancelling its future: a cancelled wait (shutdown,
+    a timeout) must leave awscrt to complete the operation itself, or its callback thread hits
+    InvalidStateError on a future we cancelled under it."""
+    return asyncio.shield(asyncio.wrap_future(fut))
 
 
 def _topic_matches(filter_: str, topic: str) -> bool:
@@ -241,7 +250,7 @@ class Connection:
             packet = mqtt5.SubscribePacket(
                 subscriptions=[mqtt5.Subscription(f, mqtt5.QoS(qos)) for f in chunk]
             )
-            suback = await asyncio.wrap_future(self.client.subscribe(packet))
+            suback = await _awaitable(self.client.subscribe(packet))
             for f, code in zip(chunk, suback.reason_codes, strict=False):
                 if int(code) >= 0x80:
                     refused.append(f)
@@ -265,7 +274,7 @@ class Connection:
             user_properties=[mqtt5.UserProperty(k, v) for k, v in (user_properties or [])],
         )
         try:
-            result = await asyncio.wrap_future(self.client.publish(packet))
+            result = await _awaitable(self.client.publish(packet))
         except AwsCrtError as exc:
             too_large = "PACKET_SIZE" in exc.name or "PAYLOAD" in exc.name
             raise PublishError(f"{exc.name}: {exc.message}", too_large=too_large) from None

@@ -160,7 +160,12 @@ class Agent:
             await self.uplink.stop(grace_s=max(0.1, min(1.5, deadline - time.monotonic() - 2)))
         for t in self._tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            # Bounded: a task that ignores its cancellation must not hold the stop past systemd's
+            # timeout (everything that matters is already committed).
+            _, stuck = await asyncio.wait(self._tasks, timeout=max(0.5, deadline - time.monotonic()))
+            for t in stuck:
+                log.error("task did not stop when cancelled", extra={"task": t.get_name()})
         if self.conn is not None:
             await self.conn.stop()
         await self.status_server.stop()

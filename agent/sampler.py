@@ -138,9 +138,10 @@ class SensorTask:
             # A read may take at most most of an interval, and never less than 2 s (slow UART sensors).
             timeout = max(2.0, interval * 0.9)
             try:
-                measurements = await asyncio.wait_for(
-                    loop.run_in_executor(self._executor, self._read_blocking), timeout
-                )
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
+                # arrives as the read completes, and stop() would then wait forever.
+                async with asyncio.timeout(timeout):
+                    measurements = await loop.run_in_executor(self._executor, self._read_blocking)
             except TimeoutError:
                 self._failed("timeout", f"no answer within {timeout:.1f} s")
             except DriverError as exc:

@@ -95,8 +95,11 @@ class Uplink:
                 await self._wait(delay)  # None: until woken
 
     async def _wait(self, timeout: float | None) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+        # arrives as the wait completes, and this loop would then never stop.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.wake.wait()
 
     async def _try_send(self) -> float | None:
         """Send one batch if one is due; return how long to wait otherwise (None = until woken)."""

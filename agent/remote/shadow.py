@@ -148,7 +148,9 @@ class ShadowSync:
     async def _run(self) -> None:
         while True:
             try:
-                kind, arg = await asyncio.wait_for(self._queue.get(), TICK_S)
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation (stop).
+                async with asyncio.timeout(TICK_S):
+                    kind, arg = await self._queue.get()
             except TimeoutError:
                 kind, arg = "tick", None
             try:
