@@ -56,7 +56,9 @@ def test_noise_before_reply_is_skipped(rig):
 
 def test_port_vanishes_and_comes_back(rig):
     case, _dev, host, drv = rig
-    assert _value(drv.read(), case.quantity) == pytest.approx(case.expected)
+    # The precondition (a good read while plugged in) may need a retry on an overloaded machine.
+    ms, _ = eventually(drv.read, 10)
+    assert _value(ms, case.quantity) == pytest.approx(case.expected)
     host.vanish()
     with pytest.raises(DriverError) as info:
         drv.read()
