@@ -221,7 +221,7 @@ class Sampler:
                 continue
             try:
                 task = SensorTask(conf, self.sink, self.clock)
-            except (registry.UnknownDriverError, ValueError, OSError) as exc:
+            except (registry.UnknownDriverError, DriverError, ValueError, OSError) as exc:
                 self.failed_to_start[sid] = str(exc)
                 log.error("sensor not started", extra={"sensor": sid, "error": str(exc)})
                 continue
