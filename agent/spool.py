@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -218,6 +219,7 @@ class Spool:
         self._statvfs = statvfs
         self._sidecar_path = spool_sidecar.sidecar_path(self.path)
         self._sidecar = spool_sidecar.SidecarState()
+        self.epoch = ""  # set by open(): names the sequence space (see spool_sidecar)
         self._conn: sqlite3.Connection | None = None
         self._st = _State()
         self._next_seq = 1
@@ -242,6 +244,8 @@ class Spool:
         except OSError as exc:
             raise SpoolError(f"cannot create spool file {self.path}: {exc}") from exc
         self._sidecar = spool_sidecar.load(self._sidecar_path) or spool_sidecar.SidecarState()
+        # The sequence space's name: kept as long as the sidecar is, new when the sequence restarts.
+        self.epoch = self._sidecar.epoch or secrets.token_hex(4)
         self._st = _State()
         self._st.counters["quarantined"] = self._sidecar.quarantined
         # Check through a read-only connection: it can neither checkpoint a suspect WAL into the
@@ -505,7 +509,11 @@ class Spool:
         self._next_seq = max(st.committed_high + 1, self._pending[-1].seq + 1 if self._pending else 0)
         self._refresh_sizes()
         self._refresh_oldest()
-        if self._sidecar.seq_reserved < st.committed_high or self._sidecar.quarantined < st.counters["quarantined"]:
+        if (
+            self._sidecar.seq_reserved < st.committed_high
+            or self._sidecar.quarantined < st.counters["quarantined"]
+            or (st.committed_high and self._sidecar.epoch != self.epoch)
+        ):
             self._write_sidecar(reserve_to=st.committed_high + self._tuning.seq_reserve)
 
     # --- quarantine --------------------------------------------------------------------------------
@@ -874,6 +882,7 @@ class Spool:
             quarantined=self._st.counters["quarantined"],
             seq_reserved=max(reserve_to, self._sidecar.seq_reserved),
             seq_committed=self._st.committed_high,
+            epoch=self.epoch,
         )
         try:
             spool_sidecar.store(self._sidecar_path, state)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from provisioning.files import write_atomic
 log = logging.getLogger(__name__)
 
 VERSION = 1
+_EPOCH = re.compile(r"[0-9a-f]{8,32}")
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class SidecarState:
     quarantined: int = 0
     seq_reserved: int = 0  # no committed sequence number is above this
     seq_committed: int = 0  # committed high-water mark when the file was written (a lower bound)
+    epoch: str = ""  # names this device's sequence space; a new one only when the sequence restarts
 
 
 def sidecar_path(db_path: Path) -> Path:
@@ -54,7 +57,10 @@ def load(path: Path) -> SidecarState | None:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
             fields[name] = value
-        return SidecarState(**fields)
+        epoch = data.get("epoch", "")
+        if not isinstance(epoch, str) or not _EPOCH.fullmatch(epoch or "0" * 8):
+            raise ValueError(f"epoch must be 8-32 lowercase hex digits, got {epoch!r}")
+        return SidecarState(**fields, epoch=epoch)
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
         log.warning("spool sidecar is damaged; ignoring it", extra={"path": str(path), "error": str(exc)})
         return None

@@ -116,7 +116,7 @@ class Uplink:
         now = time.monotonic()
         if self._first_pending_seen is None:
             self._first_pending_seen = now
-        encoded, n = payload.fit(self.device, readings, self.conf.encoding, budget)
+        encoded, n = payload.fit(self.device, readings, self.conf.encoding, budget, self.spool.epoch)
         full = n < len(readings) or len(readings) == limit
         age = now - self._first_pending_seen
         # The oldest reading may have waited in the spool before this process started.

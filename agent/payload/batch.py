@@ -28,17 +28,20 @@ class Batch:
     readings: list[Reading]
 
 
-def batch_id(device: str, first_seq: int, last_seq: int) -> str:
-    """Readable and deterministic: ``<device>/<first_seq>-<last_seq>`` (thing names contain no '/')."""
-    return f"{device}/{first_seq}-{last_seq}"
+def batch_id(device: str, first_seq: int, last_seq: int, epoch: str = "") -> str:
+    """Readable and deterministic: ``<device>/<first_seq>-<last_seq>`` (thing names contain no '/'),
+    or ``<device>/<epoch>:<first_seq>-<last_seq>`` when the spool names its sequence space: a device
+    whose spool was lost entirely restarts at 1 under a new epoch, so its new readings are not
+    mistaken downstream for duplicates of old ones."""
+    return f"{device}/{epoch}:{first_seq}-{last_seq}" if epoch else f"{device}/{first_seq}-{last_seq}"
 
 
-def make_batch(device: str, readings: list[Reading]) -> Batch:
+def make_batch(device: str, readings: list[Reading], epoch: str = "") -> Batch:
     """The batch the uplink sends for these (ordered) readings."""
     if not readings:
         raise PayloadError("a batch needs at least one reading")
     first, last = readings[0].seq, readings[-1].seq
-    return Batch(device, batch_id(device, first, last), first, last, readings)
+    return Batch(device, batch_id(device, first, last, epoch), first, last, readings)
 
 
 def _is_int(v: object) -> bool:

@@ -72,7 +72,9 @@ def decode(payload: bytes, content_type: str | None = None) -> Batch:
 _density: dict[str, float] = {"json": 1 / 160, "compact": 1.4}
 
 
-def fit(device: str, readings: Sequence[Reading], encoding: str, max_payload_bytes: int) -> tuple[bytes, int]:
+def fit(
+    device: str, readings: Sequence[Reading], encoding: str, max_payload_bytes: int, epoch: str = ""
+) -> tuple[bytes, int]:
     """Encode the longest prefix of ``readings`` whose payload is <= ``max_payload_bytes``.
 
     Returns (payload, n) with n >= 1 and, when n < len(readings), the payload of n + 1 readings
@@ -88,7 +90,7 @@ def fit(device: str, readings: Sequence[Reading], encoding: str, max_payload_byt
     total = len(readings)
     guess = max(1, min(total, int(_density[encoding] * max_payload_bytes)))
     window = min(total, guess + guess // 16 + 16)
-    size_of, grow = _prefix_encoder(device, readings, encoding, window)
+    size_of, grow = _prefix_encoder(device, readings, encoding, window, epoch)
     cache: dict[int, bytes] = {}
 
     def size(n: int) -> int:
@@ -138,22 +140,22 @@ def _next_probe(lo: int, lo_size: int, hi: int, hi_size: int, total: int, budget
 
 
 def _prefix_encoder(
-    device: str, readings: Sequence[Reading], encoding: str, window: int
+    device: str, readings: Sequence[Reading], encoding: str, window: int, epoch: str = ""
 ) -> tuple[Callable[[int], bytes], Callable[[int], None]]:
     """(payload_of_prefix(n), grow(window)): per-reading work is done once per window, not per probe."""
     if encoding == "compact":
-        analysis = compact.Analysis(device, readings, upto=window)
+        analysis = compact.Analysis(device, readings, upto=window, epoch=epoch)
         return analysis.payload, analysis.extend
 
     frags: list[bytes] = []
 
     def grow_j(w: int) -> None:
-        probe = make_batch(device, list(readings[:w]))
+        probe = make_batch(device, list(readings[:w]), epoch)
         check_envelope(probe)
         frags[:] = jsonfmt.reading_fragments(probe.readings, probe)
 
     def payload_j(n: int) -> bytes:
-        b = make_batch(device, list(readings[:n]))
+        b = make_batch(device, list(readings[:n]), epoch)
         head, tail = jsonfmt.envelope_parts(b)
         return jsonfmt.assemble(head, frags[:n], tail)
 

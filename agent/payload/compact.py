@@ -113,10 +113,13 @@ class _Series:
 class Analysis:
     """One validated pass over ``readings``; ``payload(n)`` encodes any prefix of them."""
 
-    def __init__(self, device: str, readings: Sequence[Reading], upto: int | None = None) -> None:
+    def __init__(
+        self, device: str, readings: Sequence[Reading], upto: int | None = None, epoch: str = ""
+    ) -> None:
         if not readings:
             raise PayloadError("a batch needs at least one reading")
         self.device = device
+        self.epoch = epoch
         self.readings = readings
         first = readings[0].seq
         # check_reading needs a range; the envelope's own range is checked by encode().
@@ -225,7 +228,9 @@ class Analysis:
         if not 1 <= n <= len(self.seqs):
             raise PayloadError(f"internal: prefix {n} outside 1..{len(self.seqs)}")
         if envelope is None:
-            bid, first_seq, last_seq = None, self.seqs[0], self.seqs[n - 1]
+            first_seq, last_seq = self.seqs[0], self.seqs[n - 1]
+            # The default id needs no bytes; an epoch-qualified one is carried explicitly.
+            bid = batch_id(self.device, first_seq, last_seq, self.epoch) if self.epoch else None
         else:
             bid, first_seq, last_seq = envelope
             if bid == batch_id(self.device, first_seq, last_seq):
