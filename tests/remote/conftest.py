@@ -5,12 +5,15 @@ signal handlers install as in production)."""
 from __future__ import annotations
 
 import asyncio
+import http.server
 import shutil
+import ssl
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -141,3 +144,25 @@ async def eventually_async(fn: Callable[[], Any], timeout_s: float = 20.0, inter
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s; last: {last!r}")
         await asyncio.sleep(interval_s)
+
+
+@contextmanager
+def https_upload_server(
+    emulator: Emulator, handler: type[http.server.BaseHTTPRequestHandler], path: str
+) -> Iterator[tuple[str, ssl.SSLContext]]:
+    """A local HTTPS server (certificate from the emulator's CA) standing in for a presigned upload
+    URL; yields the URL and a client context that trusts it."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    assert emulator.ca is not None and emulator.info is not None
+    cert, key = emulator.ca.ensure_server()
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(cert, key)
+    server.socket = sctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client_ctx = ssl.create_default_context(cafile=str(emulator.info.ca_file))
+    try:
+        yield f"https://localhost:{server.server_address[1]}{path}", client_ctx
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -7,7 +7,6 @@ import asyncio
 import http.server
 import logging
 import ssl
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 
 from agent.remote.journal import Journal
 from agent.runtime import Agent
-from tests.remote.conftest import eventually, eventually_async, jobs_of, remote_of, running
+from tests.remote.conftest import eventually, eventually_async, https_upload_server, jobs_of, remote_of, running
 
 
 def _job(admin, gateway, document: Any) -> str:
@@ -239,19 +238,8 @@ class _Upload(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def https_server(remote_emulator) -> Iterator[tuple[str, ssl.SSLContext, type[_Upload]]]:
     handler = type("Upload", (_Upload,), {"received": [], "status": 200})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    cert, key = remote_emulator.ca.ensure_server()
-    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    sctx.load_cert_chain(cert, key)
-    server.socket = sctx.wrap_socket(server.socket, server_side=True)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    client_ctx = ssl.create_default_context(cafile=str(remote_emulator.info.ca_file))
-    try:
-        yield f"https://localhost:{server.server_address[1]}/bucket/diag?X-Amz-Signature=abc", client_ctx, handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    with https_upload_server(remote_emulator, handler, "/bucket/diag?X-Amz-Signature=abc") as (url, client_ctx):
+        yield url, client_ctx, handler
 
 
 def test_upload_diagnostics_success_cap_and_refusal(gateway, admin, https_server, caplog):

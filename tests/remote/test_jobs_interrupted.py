@@ -22,7 +22,7 @@ from agent import config as cfg
 from agent.remote import overlay
 from agent.remote.journal import Journal
 from agent.runtime import STOP_BUDGET_S, Agent
-from tests.remote.conftest import eventually, eventually_async, jobs_of, remote_of, running
+from tests.remote.conftest import eventually, eventually_async, https_upload_server, jobs_of, remote_of, running
 
 REPO = Path(__file__).resolve().parents[2]
 INTERRUPTED = "interrupted: the agent stopped while the action ran"
@@ -58,21 +58,11 @@ class _Stall(http.server.BaseHTTPRequestHandler):
 def stalling_server(remote_emulator) -> Iterator[tuple[str, ssl.SSLContext, type[_Stall]]]:
     handler: type[_Stall] = type("Stall", (_Stall,), {"got": threading.Event(), "client_gone": threading.Event(),
                                         "release": threading.Event()})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    cert, key = remote_emulator.ca.ensure_server()
-    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    sctx.load_cert_chain(cert, key)
-    server.socket = sctx.wrap_socket(server.socket, server_side=True)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    client_ctx = ssl.create_default_context(cafile=str(remote_emulator.info.ca_file))
-    try:
-        yield f"https://localhost:{server.server_address[1]}/diag?X-Amz-Signature=x", client_ctx, handler
-    finally:
-        handler.release.set()
-        server.shutdown()
-        server.server_close()
+    with https_upload_server(remote_emulator, handler, "/diag?X-Amz-Signature=x") as (url, client_ctx):
+        try:
+            yield url, client_ctx, handler
+        finally:
+            handler.release.set()  # before the server shuts down: let the stalled handler finish
 
 
 def test_agent_stopped_mid_upload_ends_the_job_failed_interrupted_exactly_once(gateway, admin, stalling_server):
