@@ -54,7 +54,10 @@ def test_rotation_over_an_existing_connection(fleet, settings):
     s = settings()
     old = provision(s).identity
     with MqttSession(s.endpoint, old.cert_file, old.key_file, THING) as live:
+        # As the agent's job does: the live session (same client id) steps aside while the new
+        # certificate is proven, or the two connections take each other over.
         res = rotate_certificate(s.state_dir, s.endpoint, identity_client=IdentityClient(live.client, 10),
+                                 before_verify=lambda _candidate: live.close(),
                                  max_connect_attempts=3, request_timeout_s=10)
     assert identity.load(s.state_dir).certificate_id == res.new_certificate_id
 
