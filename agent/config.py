@@ -179,6 +179,43 @@ ACTION_NAMES = (
 )
 
 
+class ThresholdBounds(_Section):
+    min: float = Field(..., description="lowest alarm threshold a remote change may set")
+    max: float = Field(..., description="highest alarm threshold a remote change may set")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ThresholdBounds:
+        if self.min > self.max:
+            raise ValueError("min must not exceed max")
+        return self
+
+
+class RemoteBounds(_Section):
+    """Local limits no shadow delta or config-update job can cross (agent/remote/bounds.py). The
+    defaults are the safe ones: a remote change never shrinks the spool's budget below the file's,
+    never evicts unsent readings, never samples faster than ``min_interval_s``, never turns a
+    methane sensor or its alarms off, and never moves an alarm threshold without bounds here."""
+
+    min_interval_s: float = Field(
+        1.0, ge=0.01, le=86_400,
+        description="remote interval_s never below this (the file's own value may always be restored)",
+    )
+    spool_max_bytes_min: int | None = Field(
+        None, ge=64 * 1024, description="remote spool.max_bytes never below this; default: the file's value"
+    )
+    min_free_disk_bytes_min: int | None = Field(
+        None, ge=0, description="remote spool.min_free_disk_bytes never below this; default: the file's value"
+    )
+    allow_disabling_methane: bool = Field(
+        False, description="let a remote change disable a methane sensor or remove its alarms"
+    )
+    alarm_thresholds: dict[str, ThresholdBounds] = Field(
+        default_factory=dict,
+        description="per quantity, the range a remote alarm threshold may take; quantities without an "
+        "entry keep the file's thresholds",
+    )
+
+
 class RemoteConfig(_Section):
     """Remote management (agent/remote/README.md): the named Device Shadow and allowlisted Jobs.
     Local-only: none of these keys can be changed from the cloud."""
@@ -205,6 +242,7 @@ class RemoteConfig(_Section):
     )
     log_ring_lines: int = Field(500, ge=10, le=10_000, description="recent log lines kept in memory for diagnostics")
     request_timeout_s: int = Field(30, ge=2, le=300, description="shadow/jobs request timeout")
+    bounds: RemoteBounds = Field(default_factory=RemoteBounds)
 
     @field_validator("action_timeouts_s")
     @classmethod

@@ -186,10 +186,10 @@ class RemoteAct:
         if not self.jobs and elapsed >= self.at_jobs:
             self.jobs = {"demo-interval": "", "demo-hostile": ""}
             self.admin.job_create({"action": "config-update", "params": {"patch": {
-                "sensors": {"site-sim": {"interval_s": 0.5}}}}}, [thing], job_id="demo-interval")
+                "sensors": {"site-sim": {"interval_s": 2.0}}}}}, [thing], job_id="demo-interval")
             self.admin.job_create({"action": "run-command", "params": {"cmd": "rm -rf /"}}, [thing],
                                   job_id="demo-hostile")
-            say("  operator: job demo-interval (config-update: site-sim every 0.5 s) and job demo-hostile "
+            say("  operator: job demo-interval (config-update: site-sim every 2 s) and job demo-hostile "
                 "(run-command 'rm -rf /')", YELLOW)
         for job_id, seen in self.jobs.items():
             if seen in ("SUCCEEDED", "FAILED", "REJECTED", "CANCELED", "TIMED_OUT", "REMOVED"):

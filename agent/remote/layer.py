@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import config as cfg
-from agent.remote import overlay
+from agent.remote import bounds, overlay
 from agent.remote.managed import ManagedError, managed_view, to_config
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class ConfigLayer:
         if not doc:
             return file_conf
         try:
-            return to_config(file_conf, doc)
+            return self._bounded(file_conf, doc)
         except ManagedError as exc:
             self.errors = exc.errors
             log.error("remote config layer does not fit the reloaded file; using the file alone",
@@ -95,7 +95,7 @@ class ConfigLayer:
             from agent.runtime import ConfigRejected  # runtime imports this package
 
             try:
-                new = to_config(self.base, self.combined(layers))
+                new = self._bounded(self.base, self.combined(layers))
             except ManagedError as exc:
                 self.errors = exc.errors
                 log.warning("remote config rejected; nothing changed", extra={"errors": exc.errors})
@@ -115,6 +115,14 @@ class ConfigLayer:
                     # Applied but not durable: say so; the next get after a restart re-applies it.
                     self.errors = [("config", f"applied but not persisted: {exc}")]
             return self.errors
+
+    def _bounded(self, base: cfg.AgentConfig, doc: dict[str, Any]) -> cfg.AgentConfig:
+        """``doc`` over ``base``, validated and within the file's ``[remote.bounds]``."""
+        new = to_config(base, doc)
+        errors = bounds.check(base, new, running=self.agent.conf, spool_bytes=self.agent.spool.stats().bytes)
+        if errors:
+            raise ManagedError(errors)
+        return new
 
     def reported(self) -> dict[str, Any]:
         return managed_view(self.agent.conf)
