@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError, field_validator, model_validator
 
+from agent.egress import DEFAULT_UPLOAD_HOSTS, pattern_error
 from drivers import registry
 
 ENV_PREFIX = "METHANE_AGENT__"
@@ -240,6 +241,14 @@ class RemoteConfig(_Section):
     diagnostics_max_bytes: int = Field(
         256 * 1024, ge=1024, le=16 * 1024 * 1024, description="size cap of an upload-diagnostics bundle"
     )
+    diagnostics_upload_hosts: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_UPLOAD_HOSTS),
+        description="host patterns upload-diagnostics may PUT to (https on 443; 'host:port' allows another port)",
+    )
+    diagnostics_upload_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="non-public networks (CIDR) an upload may still reach, e.g. an on-prem server",
+    )
     log_ring_lines: int = Field(500, ge=10, le=10_000, description="recent log lines kept in memory for diagnostics")
     request_timeout_s: int = Field(30, ge=2, le=300, description="shadow/jobs request timeout")
     bounds: RemoteBounds = Field(default_factory=RemoteBounds)
@@ -252,6 +261,14 @@ class RemoteConfig(_Section):
                 raise ValueError(f"unknown action {name!r}; known: {', '.join(ACTION_NAMES)}")
             if not 1 <= t <= 86_400:
                 raise ValueError(f"timeout of {name!r} must be 1..86400 s")
+        return v
+
+    @field_validator("diagnostics_upload_hosts")
+    @classmethod
+    def _host_patterns(cls, v: list[str]) -> list[str]:
+        errors = [e for e in map(pattern_error, v) if e]
+        if errors:
+            raise ValueError("; ".join(errors))
         return v
 
     def timeout_for(self, action: str) -> float:

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -144,6 +145,14 @@ async def eventually_async(fn: Callable[[], Any], timeout_s: float = 20.0, inter
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s; last: {last!r}")
         await asyncio.sleep(interval_s)
+
+
+def upload_allowed(url: str) -> dict[str, Any]:
+    """The LOCAL [remote] keys that let upload-diagnostics reach a test server on loopback (the
+    default allowlist admits only S3 on 443 at public addresses)."""
+    port = urlsplit(url).port
+    return {"diagnostics_upload_hosts": [f"localhost:{port}"],
+            "diagnostics_upload_networks": ["127.0.0.0/8", "::1/128"]}
 
 
 @contextmanager

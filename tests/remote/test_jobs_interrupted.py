@@ -22,7 +22,15 @@ from agent import config as cfg
 from agent.remote import overlay
 from agent.remote.journal import Journal
 from agent.runtime import STOP_BUDGET_S, Agent
-from tests.remote.conftest import eventually, eventually_async, https_upload_server, jobs_of, remote_of, running
+from tests.remote.conftest import (
+    eventually,
+    eventually_async,
+    https_upload_server,
+    jobs_of,
+    remote_of,
+    running,
+    upload_allowed,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 INTERRUPTED = "interrupted: the agent stopped while the action ran"
@@ -73,7 +81,7 @@ def test_agent_stopped_mid_upload_ends_the_job_failed_interrupted_exactly_once(g
         return dict(admin.job_describe(job_id)["executions"][0])
 
     async def scenario() -> None:
-        agent = Agent(gateway.conf())
+        agent = Agent(gateway.conf(remote=upload_allowed(url)))
         async with running(agent, https_context=ctx):
             await asyncio.to_thread(admin.job_create, {"action": "upload-diagnostics", "params": {"url": url}},
                                     [gateway.thing], job_id)

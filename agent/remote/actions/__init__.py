@@ -7,6 +7,7 @@ Nothing from the job document is ever a command, a path or a shell string.
 from __future__ import annotations
 
 import re
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.config import RemoteConfig
+from agent.egress import GetAddrInfo
 
 if TYPE_CHECKING:
     from agent.remote.layer import ConfigLayer
@@ -78,6 +80,7 @@ class ActionContext:
     run_argv: Callable[[list[str]], Awaitable[tuple[int, str]]] = _default_argv
     https_context: ssl.SSLContext | None = None
     boot_id: Callable[[], str] = _boot_id
+    getaddrinfo: GetAddrInfo = socket.getaddrinfo
 
 
 Run = Callable[[ActionContext, Any, Progress], Awaitable[Result]]

@@ -1,7 +1,10 @@
 """``upload-diagnostics``: a bounded bundle (status + recent log lines from the in-memory ring,
-already redacted by the log formatter) PUT to a presigned HTTPS URL from the job. https only, TLS
-verified (system trust store unless a context is injected), a size cap, a timeout; no redirects
-are followed for the PUT."""
+already redacted by the log formatter) PUT to a presigned HTTPS URL from the job. Only to a host
+of the local allowlist, on 443, at an address checked after resolution and connected to as
+checked (agent/egress.py); TLS verified against the host name (system trust store unless a
+context is injected), a size cap, a timeout; no redirects are followed for the PUT. A failure
+reaches the cloud as a generic reason: the details (which would tell a closed port from an open
+one) go to the local log only."""
 
 from __future__ import annotations
 
@@ -10,17 +13,22 @@ import concurrent.futures
 import contextlib
 import http.client
 import json
+import logging
 import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
 import agent
-from agent.remote.actions import Action, ActionContext, Failed, Params, Progress, Result
+from agent import egress
+from agent.remote.actions import Action, ActionContext, Failed, Params, Progress, Rejected, Result
+
+log = logging.getLogger(__name__)
 
 HTTP_TIMEOUT_S = 30.0
 
@@ -60,15 +68,42 @@ def bundle(status: dict[str, Any], lines: list[str], max_bytes: int) -> bytes:
     return json.dumps({**head, "logs": kept, "logs_dropped": len(lines) - len(kept)}, default=str).encode()
 
 
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """Connects to already checked addresses (first that answers), never to a fresh lookup of
+    the host name, and verifies TLS against the host name."""
+
+    def __init__(self, host: str, port: int, addresses: list[str], context: ssl.SSLContext, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.addresses = addresses
+        self.tls = context
+
+    def connect(self) -> None:
+        last: OSError | None = None
+        for address in self.addresses:
+            try:
+                sock = socket.create_connection((address, self.port), self.timeout)
+            except OSError as exc:
+                last = exc
+                continue
+            try:
+                self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+            except BaseException:
+                sock.close()
+                raise
+            return
+        raise last or OSError("no address to connect to")
+
+
 class _Put:
-    """One PUT over http.client: https only (checked again here), no redirects, no proxies.
+    """One PUT over http.client: https only (checked again here), no redirects, no proxies, to
+    the addresses ``resolve`` returns for the URL's host (called once, in the upload thread).
 
     It runs in a daemon thread of its own, and ``abort`` shuts its socket down: an agent stopped
     mid-upload (SIGTERM, restart-agent) neither waits for the 30 s socket timeout nor is held at
     exit by an executor thread still blocked in a read."""
 
-    def __init__(self, url: str, body: bytes, context: ssl.SSLContext) -> None:
-        self.url, self.body, self.context = url, body, context
+    def __init__(self, url: str, body: bytes, context: ssl.SSLContext, resolve: Callable[[], list[str]]) -> None:
+        self.url, self.body, self.context, self.resolve = url, body, context, resolve
         self._conn: http.client.HTTPSConnection | None = None
         self._lock = threading.Lock()
         self._aborted = False
@@ -80,8 +115,8 @@ class _Put:
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        conn = http.client.HTTPSConnection(parts.hostname, parts.port or 443, timeout=HTTP_TIMEOUT_S,
-                                           context=self.context)
+        conn = _PinnedHTTPS(parts.hostname, parts.port or egress.HTTPS_PORT, self.resolve(), self.context,
+                            HTTP_TIMEOUT_S)
         with self._lock:
             if self._aborted:
                 raise ConnectionAbortedError("upload cancelled")
@@ -125,13 +160,24 @@ class _Put:
 
 
 async def run(ctx: ActionContext, params: UploadParams, progress: Progress) -> Result:
-    body = bundle(ctx.agent.status(), ctx.logring.lines(), ctx.remote.diagnostics_max_bytes)
+    remote = ctx.remote
+    try:
+        host, port = egress.allowed_target(params.url, remote.diagnostics_upload_hosts)
+    except egress.EgressRefused as exc:
+        raise Rejected(str(exc)) from None
+    body = bundle(ctx.agent.status(), ctx.logring.lines(), remote.diagnostics_max_bytes)
     context = ctx.https_context or ssl.create_default_context()
+
+    def resolve() -> list[str]:
+        return egress.resolve(host, port, remote.diagnostics_upload_networks, ctx.getaddrinfo)
+
     await progress({"step": "uploading", "bytes": str(len(body))})
     try:
-        code = await _Put(params.url, body, context).start()
-    except (OSError, http.client.HTTPException, ValueError) as exc:  # ssl.SSLError is an OSError
-        raise Failed(f"upload failed: {type(exc).__name__}: {exc}") from None
+        code = await _Put(params.url, body, context, resolve).start()
+    except (OSError, http.client.HTTPException, ValueError, egress.EgressRefused) as exc:  # SSLError is an OSError
+        log.warning("upload-diagnostics failed", extra={"host": host, "port": port,
+                                                        "error": f"{type(exc).__name__}: {exc}"})
+        raise Failed("upload failed (details in the device log)") from None
     if not 200 <= code < 300:
         raise Failed(f"upload refused: HTTP {code}")
     return Result({"bytes": str(len(body)), "http_status": str(code)})
