@@ -147,6 +147,23 @@ async def eventually_async(fn: Callable[[], Any], timeout_s: float = 20.0, inter
         await asyncio.sleep(interval_s)
 
 
+def create_job(admin: Admin, thing: str, document: Any) -> str:
+    job_id = f"job-{uuid.uuid4().hex[:10]}"
+    admin.job_create(document, [thing], job_id=job_id)
+    return job_id
+
+
+async def final_execution(admin: Admin, job_id: str, timeout_s: float = 20.0) -> dict[str, Any]:
+    """The job's execution once it left QUEUED/IN_PROGRESS."""
+
+    def done() -> dict[str, Any] | None:
+        ex: dict[str, Any] = admin.job_describe(job_id)["executions"][0]
+        return ex if ex["status"] not in ("QUEUED", "IN_PROGRESS") else None
+
+    result: dict[str, Any] = await eventually_async(lambda: asyncio.to_thread(done), timeout_s)
+    return result
+
+
 def upload_allowed(url: str) -> dict[str, Any]:
     """The LOCAL [remote] keys that let upload-diagnostics reach a test server on loopback (the
     default allowlist admits only S3 on 443 at public addresses)."""

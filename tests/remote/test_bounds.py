@@ -7,7 +7,6 @@ import asyncio
 import shutil
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from agent.remote import RemoteManager, bounds
 from agent.runtime import Agent
 from agent.spool import NewReading
 from emulator.admin import AdminRequestError
-from tests.remote.conftest import eventually, eventually_async, running
+from tests.remote.conftest import create_job, eventually, eventually_async, final_execution, running
 
 SHADOW = "methane-agent"
 METHANE_ALARM = [{"quantity": "methane", "high": 1000.0}]
@@ -70,18 +69,7 @@ def test_shadow_cannot_shrink_the_spool_or_evict_alarms(gateway, admin):
 
 
 def _job(admin, gateway, patch: dict[str, Any]) -> str:
-    job_id = f"job-{uuid.uuid4().hex[:10]}"
-    admin.job_create({"action": "config-update", "params": {"patch": patch}}, [gateway.thing], job_id=job_id)
-    return job_id
-
-
-async def _final(admin, job_id: str) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        ex = admin.job_describe(job_id)["executions"][0]
-        return ex if ex["status"] not in ("QUEUED", "IN_PROGRESS") else None
-
-    result: dict[str, Any] = await eventually_async(lambda: asyncio.to_thread(done))
-    return result
+    return create_job(admin, gateway.thing, {"action": "config-update", "params": {"patch": patch}})
 
 
 @pytest.mark.parametrize(("patch", "reason"), [
@@ -102,13 +90,13 @@ def test_config_update_job_cannot_cross_the_local_bounds(gateway, admin, patch, 
             remote={"bounds": {"alarm_thresholds": {"methane": {"min": 100.0, "max": 20000.0}}}}))
         async with running(agent):
             before = agent.conf.digest()
-            ex = await _final(admin, await asyncio.to_thread(_job, admin, gateway, patch))
+            ex = await final_execution(admin, await asyncio.to_thread(_job, admin, gateway, patch))
             assert ex["status"] == "REJECTED", ex
             assert reason in ex["statusDetails"]["reason"], ex
             assert agent.conf.digest() == before
             assert agent.sampler.tasks["sim-1"].conf.interval_s == 0.5
             # Within the bounds the same kind of change applies.
-            ok = await _final(admin, await asyncio.to_thread(_job, admin, gateway, {
+            ok = await final_execution(admin, await asyncio.to_thread(_job, admin, gateway, {
                 "sensors": {"sim-1": {"interval_s": 2.0, "alarms": [{"quantity": "methane", "high": 5000.0}]}}}))
             assert ok["status"] == "SUCCEEDED", ok
             assert agent.conf.sensors[0].alarms[0].high == 5000.0

@@ -7,7 +7,6 @@ import asyncio
 import http.server
 import logging
 import ssl
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,8 +15,10 @@ import pytest
 from agent.remote.journal import Journal
 from agent.runtime import Agent
 from tests.remote.conftest import (
+    create_job,
     eventually,
     eventually_async,
+    final_execution,
     https_upload_server,
     jobs_of,
     remote_of,
@@ -27,21 +28,11 @@ from tests.remote.conftest import (
 
 
 def _job(admin, gateway, document: Any) -> str:
-    job_id = f"job-{uuid.uuid4().hex[:10]}"
-    admin.job_create(document, [gateway.thing], job_id=job_id)
-    return job_id
+    return create_job(admin, gateway.thing, document)
 
 
 def _execution(admin, job_id: str) -> dict[str, Any]:
     return admin.job_describe(job_id)["executions"][0]
-
-
-async def _final(admin, job_id: str, timeout_s: float = 20.0) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        ex = _execution(admin, job_id)
-        return ex if ex["status"] not in ("QUEUED", "IN_PROGRESS") else None
-
-    return await eventually_async(lambda: asyncio.to_thread(done), timeout_s)
 
 
 def test_config_update_success_and_invalid_patch_rejected(gateway, admin):
@@ -50,14 +41,14 @@ def test_config_update_success_and_invalid_patch_rejected(gateway, admin):
         async with running(agent):
             ok = await asyncio.to_thread(_job, admin, gateway, {
                 "action": "config-update", "params": {"patch": {"uplink": {"batch_max_age_s": 5}}}})
-            ex = await _final(admin, ok)
+            ex = await final_execution(admin, ok)
             assert ex["status"] == "SUCCEEDED", ex
             assert ex["statusDetails"]["config_hash"] == agent.conf.digest()
             assert agent.conf.uplink.batch_max_age_s == 5
             before = agent.conf.digest()
             bad = await asyncio.to_thread(_job, admin, gateway, {
                 "action": "config-update", "params": {"patch": {"spool": {"path": "/etc/passwd"}}}})
-            ex = await _final(admin, bad)
+            ex = await final_execution(admin, bad)
             assert ex["status"] == "REJECTED" and "local only" in ex["statusDetails"]["reason"], ex
             assert agent.conf.digest() == before
 
@@ -79,7 +70,7 @@ def test_rejected_with_reason(gateway, admin, document, reason):
         async with running(agent):
             before = agent.conf.digest()
             job = await asyncio.to_thread(_job, admin, gateway, document)
-            ex = await _final(admin, job)
+            ex = await final_execution(admin, job)
             assert ex["status"] == "REJECTED", ex
             assert reason in ex["statusDetails"]["reason"], ex
             assert all(len(v) <= 128 for v in ex["statusDetails"].values())
@@ -100,7 +91,7 @@ def test_restart_agent_spans_the_restart_exactly_once(gateway, admin):
         assert (await asyncio.to_thread(_execution, admin, job))["status"] == "IN_PROGRESS"
         again = Agent(gateway.conf())
         async with running(again):
-            ex = await _final(admin, job)
+            ex = await final_execution(admin, job)
             assert ex["status"] == "SUCCEEDED" and ex["statusDetails"]["reason"] == "agent restarted", ex
             await eventually(lambda: Journal(gateway.state_dir).read() is None)
         # A third start has nothing left to report.
@@ -133,7 +124,7 @@ def test_reboot_runs_local_argv_and_finishes_after_the_reboot(gateway, admin):
         boot["id"] = "boot-b"
         again = Agent(gateway.conf(remote={"allow_reboot": True}))
         async with running(again, boot_id=lambda: boot["id"]):
-            ex = await _final(admin, job)
+            ex = await final_execution(admin, job)
             assert ex["status"] == "SUCCEEDED" and ex["statusDetails"]["reason"] == "device rebooted", ex
 
     asyncio.run(scenario())
@@ -147,7 +138,7 @@ def test_reboot_command_failure_and_no_reboot_fail(gateway, admin):
         agent = Agent(gateway.conf(remote={"allow_reboot": True}))
         async with running(agent, run_argv=refuses, boot_id=lambda: "same"):
             job = await asyncio.to_thread(_job, admin, gateway, {"action": "reboot"})
-            ex = await _final(admin, job)
+            ex = await final_execution(admin, job)
             assert ex["status"] == "FAILED" and "Access denied" in ex["statusDetails"]["reason"], ex
 
             # The command "succeeds" but the device never goes down: the action times out.
@@ -157,7 +148,7 @@ def test_reboot_command_failure_and_no_reboot_fail(gateway, admin):
             remote_of(agent).ctx.run_argv = no_op
             remote_of(agent).conf.action_timeouts_s["reboot"] = 1.0
             job2 = await asyncio.to_thread(_job, admin, gateway, {"action": "reboot"})
-            ex = await _final(admin, job2)
+            ex = await final_execution(admin, job2)
             assert ex["status"] == "FAILED" and "timed out after 1 s" in ex["statusDetails"]["reason"], ex
 
     asyncio.run(scenario())
@@ -176,7 +167,7 @@ def test_agent_stopped_mid_action_reports_failed_after_restart(gateway, admin):
         # journal says "rebooting" with this boot id and we come back on the same boot: FAILED
         again = Agent(gateway.conf())
         async with running(again):
-            ex = await _final(admin, job)
+            ex = await final_execution(admin, job)
             assert ex["status"] == "FAILED" and "did not reboot" in ex["statusDetails"]["reason"], ex
 
     asyncio.run(scenario())
@@ -205,7 +196,7 @@ def test_cancel_stops_the_action_and_the_next_job_runs(gateway, admin):
             await asyncio.to_thread(admin.job_cancel, job, True)
             await eventually(lambda: cancelled)
             assert (await asyncio.to_thread(_execution, admin, job))["status"] == "CANCELED"
-            ex = await _final(admin, nxt)
+            ex = await final_execution(admin, nxt)
             assert ex["status"] == "SUCCEEDED", ex
             await eventually(lambda: Journal(gateway.state_dir).read() is None)
 
@@ -217,7 +208,7 @@ def test_rotate_certificate_without_identity_fails_cleanly(gateway, admin):
         agent = Agent(gateway.conf())
         async with running(agent):
             job = await asyncio.to_thread(_job, admin, gateway, {"action": "rotate-certificate"})
-            ex = await _final(admin, job)
+            ex = await final_execution(admin, job)
             assert ex["status"] == "FAILED" and "no identity" in ex["statusDetails"]["reason"], ex
             assert agent.conn is not None and agent.conn.connected.is_set()
 
@@ -265,7 +256,7 @@ def test_upload_diagnostics_success_cap_and_refusal(gateway, admin, https_server
         agent = Agent(gateway.conf(remote={"diagnostics_max_bytes": 4096, **upload_allowed(url)}))
         async with running(agent, https_context=ctx):
             job = await asyncio.to_thread(_job, admin, gateway, _upload(url))
-            ex = await _final(admin, job)
+            ex = await final_execution(admin, job)
             assert ex["status"] == "SUCCEEDED", ex
             body = handler.received[-1]
             assert len(body) <= 4096
@@ -274,7 +265,7 @@ def test_upload_diagnostics_success_cap_and_refusal(gateway, admin, https_server
             assert bundle["logs"] and "BEGIN" not in body.decode()
             handler.status = 403
             job = await asyncio.to_thread(_job, admin, gateway, _upload(url))
-            ex = await _final(admin, job)
+            ex = await final_execution(admin, job)
             assert ex["status"] == "FAILED" and "HTTP 403" in ex["statusDetails"]["reason"], ex
 
     asyncio.run(scenario())
@@ -287,7 +278,7 @@ def test_upload_diagnostics_untrusted_certificate_fails(gateway, admin, https_se
         agent = Agent(gateway.conf(remote=upload_allowed(url)))
         async with running(agent):  # system trust store: the test CA is not trusted
             job = await asyncio.to_thread(_job, admin, gateway, _upload(url))
-            ex = await _final(admin, job)
+            ex = await final_execution(admin, job)
             # The cloud gets a generic reason; the device log says what happened.
             assert ex["status"] == "FAILED" and ex["statusDetails"]["reason"] == UPLOAD_FAILED, ex
             assert handler.received == []
@@ -316,7 +307,7 @@ def test_final_status_lost_in_transit_is_sent_again_not_reported_interrupted(gat
             jobs._update = flaky_update
             job = await asyncio.to_thread(_job, admin, gateway, {
                 "action": "config-update", "params": {"patch": {"uplink": {"batch_max_age_s": 7}}}})
-            ex = await _final(admin, job)
+            ex = await final_execution(admin, job)
             assert dropped == [job]
             assert ex["status"] == "SUCCEEDED", ex
             # The journal entry goes once IoT Core has accepted the status (just after it shows).

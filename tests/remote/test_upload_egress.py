@@ -12,7 +12,6 @@ import logging
 import socket
 import ssl
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from cryptography.x509.oid import NameOID
 from agent import egress
 from agent.remote.actions import diagnostics
 from agent.runtime import Agent
-from tests.remote.conftest import eventually_async, https_upload_server, running, upload_allowed
+from tests.remote.conftest import create_job, final_execution, https_upload_server, running, upload_allowed
 
 UPLOAD_FAILED = "upload failed (details in the device log)"
 
@@ -156,36 +155,12 @@ def test_connects_to_the_checked_address_and_verifies_tls_against_the_name(named
 
 
 def _job(admin, gateway, url: str) -> str:
-    job_id = f"job-{uuid.uuid4().hex[:10]}"
-    admin.job_create({"action": "upload-diagnostics", "params": {"url": url}}, [gateway.thing], job_id=job_id)
-    return job_id
-
-
-async def _final(admin, job_id: str) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        ex = admin.job_describe(job_id)["executions"][0]
-        return ex if ex["status"] not in ("QUEUED", "IN_PROGRESS") else None
-
-    result: dict[str, Any] = await eventually_async(lambda: asyncio.to_thread(done))
-    return result
-
-
-class _Count(http.server.BaseHTTPRequestHandler):
-    received: list[bytes] = []
-
-    def do_PUT(self) -> None:
-        type(self).received.append(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
+    return create_job(admin, gateway.thing, {"action": "upload-diagnostics", "params": {"url": url}})
 
 
 def test_upload_job_refusals(gateway, admin, remote_emulator, caplog) -> None:
     caplog.set_level(logging.INFO)
-    handler: type[_Count] = type("Count", (_Count,), {"received": []})
+    handler: type[_Sink] = type("Sink", (_Sink,), {"received": []})
     with https_upload_server(remote_emulator, handler, "/diag?X-Amz-Signature=x") as (url, ctx):
         port = url.split(":")[2].split("/")[0]
 
@@ -194,16 +169,16 @@ def test_upload_job_refusals(gateway, admin, remote_emulator, caplog) -> None:
             # after resolution and the cloud learns nothing about it.
             agent = Agent(gateway.conf(remote={"diagnostics_upload_hosts": [f"localhost:{port}", "localhost"]}))
             async with running(agent, https_context=ctx):
-                ex = await _final(admin, await asyncio.to_thread(_job, admin, gateway, url))
+                ex = await final_execution(admin, await asyncio.to_thread(_job, admin, gateway, url))
                 assert ex["status"] == "FAILED" and ex["statusDetails"]["reason"] == UPLOAD_FAILED, ex
                 assert any("loopback" in str(getattr(r, "error", "")) for r in caplog.records)
                 # The default port only, unless the pattern names another.
-                ex = await _final(admin, await asyncio.to_thread(
+                ex = await final_execution(admin, await asyncio.to_thread(
                     _job, admin, gateway, url.replace(f":{port}", ":8443")))
                 assert ex["status"] == "REJECTED" and "443 only" in ex["statusDetails"]["reason"], ex
                 # Not on the allowlist at all: the metadata service, a LAN host.
                 for target in ("https://169.254.169.254/latest/meta-data/", "https://10.0.0.5/x"):
-                    ex = await _final(admin, await asyncio.to_thread(_job, admin, gateway, target))
+                    ex = await final_execution(admin, await asyncio.to_thread(_job, admin, gateway, target))
                     assert ex["status"] == "REJECTED" and "allowlist" in ex["statusDetails"]["reason"], ex
             # A closed port and an open one look the same to the cloud.
             closed = socket.socket()
@@ -214,10 +189,10 @@ def test_upload_job_refusals(gateway, admin, remote_emulator, caplog) -> None:
             allowed["diagnostics_upload_hosts"].append(f"localhost:{closed_port}")
             agent = Agent(gateway.conf(remote=allowed))
             async with running(agent, https_context=ctx):
-                ex = await _final(admin, await asyncio.to_thread(
+                ex = await final_execution(admin, await asyncio.to_thread(
                     _job, admin, gateway, url.replace(f":{port}", f":{closed_port}")))
                 assert ex["status"] == "FAILED" and ex["statusDetails"]["reason"] == UPLOAD_FAILED, ex
-                ex = await _final(admin, await asyncio.to_thread(_job, admin, gateway, url))
+                ex = await final_execution(admin, await asyncio.to_thread(_job, admin, gateway, url))
                 assert ex["status"] == "SUCCEEDED", ex
 
         asyncio.run(scenario())
