@@ -610,7 +610,8 @@ class Spool:
     def _insert(self, batch: list[Reading]) -> None:
         conn = self._require_open()
         st = self._st
-        self._make_room(len(batch))
+        high = batch[-1].seq
+        batch = self._make_room_for(batch)
         routine: list[tuple[int, int, int, float | None]] = []
         alarm: list[tuple[int, int, int, float | None]] = []
         for r in batch:
@@ -622,7 +623,7 @@ class Spool:
             conn.executemany("INSERT INTO alarm (seq, ts, k, v) VALUES (?, ?, ?, ?)", alarm)
         st.rows += len(batch)
         st.alarm_rows += len(alarm)
-        st.committed_high = max(st.committed_high, batch[-1].seq)
+        st.committed_high = max(st.committed_high, high)
         self._refresh_sizes()
         self._make_room(0)
         if st.oldest_seq is None or self._evictions:
@@ -685,19 +686,50 @@ class Spool:
         growth = fs.f_bavail * fs.f_frsize - self._min_free
         return min(self._max_bytes, self._st.file_bytes + max(0, growth))
 
-    def _make_room(self, incoming: int) -> None:
+    def _make_room(self, incoming: int, *, alarms: bool = True) -> int:
         """Evict until the committed pages plus ``incoming`` rows fit the budget (inside the caller's
-        transaction): oldest routine readings first, alarm readings only when no routine one is left."""
+        transaction): oldest routine readings first, alarm readings only when no routine one is left
+        and ``alarms`` allows it. Returns how many rows' worth of room is still missing."""
         st = self._st
         cap = self._cap_bytes()
-        per_row = max(16, st.used_bytes // st.rows) if st.rows else 32
+        per_row = self._per_row()
         need = st.used_bytes + incoming * per_row - cap
         while need > 0:
             n = max(1, math.ceil(need / per_row))
-            if not self._evict_oldest("routine", n) and not self._evict_oldest("alarm", n):
-                break  # only the schema's own pages are left
+            if not self._evict_oldest("routine", n) and not (alarms and self._evict_oldest("alarm", n)):
+                break  # nothing evictable left (only the schema's pages, or only alarms)
             self._refresh_sizes()
             need = st.used_bytes + incoming * per_row - cap
+        return max(0, math.ceil(need / per_row))
+
+    def _per_row(self) -> int:
+        st = self._st
+        return max(16, st.used_bytes // st.rows) if st.rows else 32
+
+    def _make_room_for(self, batch: list[Reading]) -> list[Reading]:
+        """Make room before inserting ``batch`` without ever evicting an alarm while a routine
+        reading (stored or incoming) is left: stored routine readings go first, then the incoming
+        routine ones (oldest first, counted and logged like any eviction), and only then stored
+        alarms. Returns the part of the batch to insert."""
+        missing = self._make_room(len(batch), alarms=False)
+        if not missing:
+            return batch
+        drop = [r for r in batch if not r.alarm][:missing]
+        if drop:
+            self._count_dropped(drop, "routine")
+            dropped = {r.seq for r in drop}
+            batch = [r for r in batch if r.seq not in dropped]
+            missing -= len(drop)
+        if missing:
+            self._make_room(len(batch))
+        return batch
+
+    def _count_dropped(self, dropped: list[Reading], table: str) -> None:
+        """Count readings evicted before they reached a table (their seqs become a logged gap)."""
+        counter = "evicted_alarm" if table == "alarm" else "evicted_routine"
+        self._st.counters[counter] += len(dropped)
+        self._deleted_in_txn = True  # the high-water mark must cover the dropped seqs
+        self._evictions.append((table, len(dropped), dropped[0].seq, dropped[-1].seq))
 
     def _evict_oldest(self, table: str, n: int) -> int:
         conn = self._require_open()
@@ -760,13 +792,11 @@ class Spool:
         excess = len(self._pending) - self._tuning.max_pending
         if excess <= 0:
             return
-        alarms_only = all(r.alarm for r in self._pending[:excess])
-        drop: list[int] = []
-        for i, r in enumerate(self._pending):
-            if len(drop) == excess:
-                break
-            if not r.alarm or alarms_only:
-                drop.append(i)
+        # Alarms go only when no routine reading is left: the oldest routine ones anywhere in the
+        # buffer first, then the oldest alarms for what is still missing.
+        routine = [i for i, r in enumerate(self._pending) if not r.alarm][:excess]
+        alarms = [i for i, r in enumerate(self._pending) if r.alarm][: excess - len(routine)]
+        drop = sorted(routine + alarms)
         dropped = [self._pending[i] for i in drop]
         for i in reversed(drop):
             del self._pending[i]

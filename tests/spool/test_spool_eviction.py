@@ -126,3 +126,69 @@ def test_nothing_left_to_evict_keeps_readings_in_ram(make_spool):
     conn.execute("PRAGMA max_page_count=1000000")  # space comes back
     assert sp.commit() == 500
     assert [r.seq for r in all_rows(sp)] == list(range(11, 511))
+
+
+def test_incoming_routine_readings_never_push_out_stored_alarms(make_spool):
+    """Issue 10.4: a spool full of alarms only; a batch of routine readings used to make room by
+    evicting one alarm per incoming reading. Rule: alarms go only when no routine reading is left,
+    so the routine readings are the ones evicted (counted, seqs kept as a logged gap)."""
+    cap = 64 << 10
+    sp = make_spool(max_bytes=cap)
+    fill(sp, 8_000, alarm_every=1)  # only alarms; the budget is full
+    full = sp.stats()
+    assert full.readings == full.alarm_readings
+    assert full.evicted_alarm > 0  # alarms had to go while nothing else was left
+    alarms_before = [r.seq for r in all_rows(sp)]
+    sp.append(readings(200, start=8_000))
+    assert sp.commit() == 200
+    st = sp.stats()
+    assert st.evicted_alarm == full.evicted_alarm  # not one more alarm evicted
+    assert [r.seq for r in all_rows(sp) if r.alarm] == alarms_before
+    assert st.evicted_routine + (st.readings - st.alarm_readings) == 200
+    assert st.evicted_routine > 0
+    assert st.bytes <= cap
+    assert st.committed_seq == 8_200  # the dropped seqs are a counted gap, never handed out again
+    sp.close()
+    again = make_spool(max_bytes=cap)
+    assert again.stats().next_seq == 8_201
+    assert again.stats().evicted_routine == st.evicted_routine
+
+
+def test_mixed_batch_on_a_full_alarm_spool_evicts_alarms_only_once_no_routine_is_left(make_spool):
+    cap = 64 << 10
+    sp = make_spool(max_bytes=cap)
+    fill(sp, 8_000, alarm_every=1)
+    before = sp.stats().evicted_alarm
+    sp.append([reading(8_000 + i, alarm=i % 2 == 0) for i in range(40)])  # 20 alarms, 20 routine
+    assert sp.commit() == 40
+    st = sp.stats()
+    assert st.evicted_routine > 0
+    assert not (st.evicted_alarm > before and st.readings > st.alarm_readings)
+    assert {8_001 + i for i in range(0, 40, 2)} <= {r.seq for r in all_rows(sp)}  # the new alarms stay
+    assert st.bytes <= cap
+
+
+def test_ram_shedding_drops_routine_before_alarms_wherever_they_are_in_the_buffer(make_spool):
+    """Issue 10.4: with commits failing and the RAM bound reached, the oldest pending readings were
+    all alarms, so alarms were dropped while newer routine readings stayed in RAM."""
+    from agent.spool import SpoolTuning
+
+    sp = make_spool(tuning=SpoolTuning(max_pending=300))
+    fill(sp, 10)
+    sp.ack(1, 10)
+    sp._conn.execute("PRAGMA max_page_count=1")  # pinned to the file's size: nothing more fits
+    sp.append([reading(10 + i, alarm=True) for i in range(200)])  # seqs 11..210
+    sp.append(readings(150, start=210))  # seqs 211..360; 350 pending > 300: fifty must go
+    st = sp.stats()
+    assert st.readings == 0 and st.commit_failures > 0
+    assert st.pending_uncommitted == 300
+    assert st.evicted_alarm == 0
+    assert st.evicted_routine == 50
+    assert [r.seq for r in sp._pending if r.alarm] == list(range(11, 211))
+    assert [r.seq for r in sp._pending if not r.alarm] == list(range(261, 361))  # the oldest routine went
+    sp.append([reading(400 + i, alarm=True) for i in range(300)])  # seqs 361..660
+    st = sp.stats()
+    assert st.pending_uncommitted == 300
+    assert st.evicted_routine == 50 + 100  # every routine reading went before any alarm
+    assert st.evicted_alarm == 200  # then the oldest alarms
+    assert [r.seq for r in sp._pending] == list(range(361, 661))
