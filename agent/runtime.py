@@ -293,6 +293,8 @@ class Agent:
                 "evicted_routine": st.evicted_routine,
                 "evicted_alarm": st.evicted_alarm,
                 "quarantined": st.quarantined,
+                "epoch": self.spool.epoch,
+                "seq_skipped": st.seq_skipped,
             },
             "uplink": up,
             "sensors": self.sampler.health(),

@@ -6,9 +6,11 @@ Contract (docs/spool.md has the reasoning and the measured disk-write figures):
   writes everything pending in ONE SQLite (WAL) transaction. A reading exists once that commits.
   The caller commits when ``commit_due`` says so (group commit: at most ``commit_interval_s`` in RAM),
   so an SD card is written about once a second, not once per reading.
-* Committed sequence numbers are gapless and monotonic across restarts: a number handed out but
-  never committed (crash before commit) is handed out again after restart, and the high-water mark
-  is kept in the ``meta`` table whenever rows are deleted, so it survives an empty spool.
+* Committed sequence numbers are monotonic and never reused within an epoch: a number handed out
+  but never committed (crash before commit) is handed out again after restart, the high-water mark
+  is kept in the ``meta`` table whenever rows are deleted, and after a restart that may have lost
+  commits (power cut at NORMAL) the sequence continues after the durable reservation
+  (``_begin_session``).
 * ``ack`` deletes a range only after the broker's PUBACK for the batch carrying it.
 * The spool is bounded by ``max_bytes`` and by free-disk headroom. When full it evicts the oldest
   routine readings; alarm readings go only when nothing else is left (logged at ERROR). Every
@@ -25,6 +27,7 @@ another process holds it), and bad arguments raise ``ValueError``/``TypeError`` 
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import json
 import logging
@@ -48,7 +51,7 @@ SYNCHRONOUS_LEVELS = ("NORMAL", "FULL", "EXTRA")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _COMMIT_ATTEMPTS = 3
 _MAX_PENDING_ACK_RANGES = 1024
-_META_COUNTERS = ("evicted_routine", "evicted_alarm", "disk_full_events", "quarantined")
+_META_COUNTERS = ("evicted_routine", "evicted_alarm", "disk_full_events", "quarantined", "seq_skipped")
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class SpoolStats:
     file_bytes: int = 0  # size of the main database file (the WAL comes on top, bounded)
     disk_full_events: int = 0  # SQLITE_FULL / ENOSPC met and handled
     commit_failures: int = 0  # commits that kept their readings in RAM for a later retry
+    seq_skipped: int = 0  # sequence numbers skipped (never used) to stay clear of possibly-sent ones
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,8 @@ class _State:
     rows: int = 0
     alarm_rows: int = 0
     committed_high: int = 0
+    reserved: int = 0  # durable reservation: every committed seq is <= this (synced in meta)
+    marks: dict[str, int] = field(default_factory=dict)  # session marks for meta: clean, boot, epoch
     used_bytes: int = 0
     file_bytes: int = 0
     oldest_seq: int | None = None
@@ -124,10 +130,25 @@ class _State:
     persisted: dict[str, int] = field(default_factory=dict)  # meta as last committed
 
     def copy(self) -> _State:
-        return replace(self, counters=dict(self.counters), persisted=dict(self.persisted))
+        return replace(self, counters=dict(self.counters), persisted=dict(self.persisted), marks=dict(self.marks))
 
 
 SeriesKey = tuple[str, str, str, tuple[str, ...]]
+_META_MARKS = ("clean", "boot", "epoch", "synced")
+
+
+def _epoch_from_meta(value: int | None) -> str:
+    """The epoch as stored in meta (an int of 8 hex digits); '' when absent or not one of ours."""
+    return f"{value:08x}" if isinstance(value, int) and 0 <= value < 2**32 else ""
+
+
+def _boot_key(boot_id: str | None) -> int | None:
+    """The boot id as a meta integer (60 bits of the UUID); None when the boot is unknown."""
+    digits = (boot_id or "").strip().replace("-", "").lower()
+    try:
+        return int(digits[:15], 16) if len(digits) >= 15 else None
+    except ValueError:
+        return None
 
 
 def _check_limits(max_bytes: int, min_free_disk_bytes: int, commit_interval_s: float) -> None:
@@ -204,6 +225,7 @@ class Spool:
         tuning: SpoolTuning | None = None,
         clock: Callable[[], float] = time.monotonic,
         statvfs: Callable[[str], FsStat] = os.statvfs,
+        boot_id: Callable[[], str | None] = spool_db.read_boot_id,
     ) -> None:
         _check_limits(max_bytes, min_free_disk_bytes, commit_interval_s)
         level = synchronous.upper() if isinstance(synchronous, str) else synchronous
@@ -217,6 +239,7 @@ class Spool:
         self._tuning = tuning or SpoolTuning()
         self._clock = clock
         self._statvfs = statvfs
+        self._boot_id = boot_id
         self._sidecar_path = spool_sidecar.sidecar_path(self.path)
         self._sidecar = spool_sidecar.SidecarState()
         self.epoch = ""  # set by open(): names the sequence space (see spool_sidecar)
@@ -244,8 +267,7 @@ class Spool:
         except OSError as exc:
             raise SpoolError(f"cannot create spool file {self.path}: {exc}") from exc
         self._sidecar = spool_sidecar.load(self._sidecar_path) or spool_sidecar.SidecarState()
-        # The sequence space's name: kept as long as the sidecar is, new when the sequence restarts.
-        self.epoch = self._sidecar.epoch or secrets.token_hex(4)
+        self.epoch = ""  # the database's own epoch wins; see _begin_session
         self._st = _State()
         self._st.counters["quarantined"] = self._sidecar.quarantined
         # Check through a read-only connection: it can neither checkpoint a suspect WAL into the
@@ -269,18 +291,24 @@ class Spool:
                 shm.unlink()  # the check made it; the exclusive writer keeps its index in RAM
         conn = self._connect()
         if existing:
-            self._attach(conn)
+            self._begin_session(self._attach(conn))
             return
         start = 0
         if self._sidecar.seq_reserved:
             # An empty file next to a sidecar: the database was deleted or lost. Continue after the
             # reservation so no sequence number the cloud already saw is handed out again.
             start = self._sidecar.seq_reserved
+            self._st.counters["seq_skipped"] += start - self._sidecar.seq_committed
             log.warning(
                 "spool database was missing; continuing the sequence after the reserved range",
-                extra={"path": str(self.path), "next_seq": start + 1},
+                extra={
+                    "path": str(self.path),
+                    "next_seq": start + 1,
+                    "skipped_first_seq": self._sidecar.seq_committed + 1,
+                    "skipped_last_seq": start,
+                },
             )
-        self._create(conn, start)
+        self._create(conn, start, epoch=self._sidecar.epoch)
 
     def close(self) -> None:
         """Commit what is pending, then close. Readings that still cannot be committed are
@@ -295,6 +323,10 @@ class Spool:
             )
             self._pending.clear()
             self._pending_since = None
+        # The clean-shutdown mark, synced: everything committed before it is on stable storage, so
+        # the next start may continue the sequence right after the last committed number.
+        self._st.marks["clean"] = 1
+        self._guarded("mark clean shutdown", lambda: self._transaction(lambda: None, durable=True), None)
         conn, self._conn = self._conn, None
         try:
             conn.close()
@@ -356,8 +388,8 @@ class Spool:
         batch = list(self._pending)
         for _ in range(_COMMIT_ATTEMPTS):
             try:
-                self._ensure_reserved(batch[-1].seq)
-                self._transaction(lambda: self._insert(batch))
+                reserve = self._ensure_reserved(batch[-1].seq)
+                self._transaction(functools.partial(self._insert, batch, reserve), durable=reserve > 0)
             except sqlite3.Error as exc:
                 if spool_db.is_corruption(exc):
                     self._quarantine_live(str(exc))
@@ -423,6 +455,7 @@ class Spool:
             file_bytes=st.file_bytes,
             disk_full_events=st.counters["disk_full_events"],
             commit_failures=self._commit_failures,
+            seq_skipped=st.counters["seq_skipped"],
         )
 
     # --- opening -----------------------------------------------------------------------------------
@@ -459,13 +492,22 @@ class Spool:
         # Keep the WAL file's size after a checkpoint instead of truncating and regrowing it.
         conn.execute(f"PRAGMA journal_size_limit={int(t.wal_autocheckpoint_pages) * (t.page_size + 24) * 2}")
 
-    def _create(self, conn: sqlite3.Connection, start_hwm: int, counters: dict[str, int] | None = None) -> None:
+    def _create(
+        self, conn: sqlite3.Connection, start_hwm: int, counters: dict[str, int] | None = None, *, epoch: str = ""
+    ) -> None:
+        """A new database that starts after ``start_hwm`` (already chosen safely by the caller, so
+        it is marked clean: the session that begins on it needs no further skip)."""
         try:
             conn.execute(f"PRAGMA page_size={int(self._tuning.page_size)}")
             self._configure(conn)
             base = dict.fromkeys(_META_COUNTERS, 0)
             base.update(counters or {})
-            base["quarantined"] = max(base["quarantined"], self._st.counters["quarantined"])
+            for name in _META_COUNTERS:
+                base[name] = max(base[name], self._st.counters[name])
+            base["reserved"] = max(start_hwm, self._sidecar.seq_reserved)
+            base["clean"] = 1
+            if epoch:
+                base["epoch"] = int(epoch, 16)
             spool_db.create_schema(conn, start_hwm, base)
         except sqlite3.Error as exc:
             conn.close()
@@ -473,10 +515,11 @@ class Spool:
         except SpoolError:
             conn.close()
             raise
-        self._attach(conn)
+        self._begin_session(self._attach(conn))
 
-    def _attach(self, conn: sqlite3.Connection) -> None:
-        """Load the in-memory mirror from a checked database and make it the live connection."""
+    def _attach(self, conn: sqlite3.Connection) -> dict[str, int]:
+        """Load the in-memory mirror from a checked database and make it the live connection.
+        Returns the database's meta table."""
         try:
             self._configure(conn)
             meta = {str(k): int(v) for k, v in conn.execute("SELECT k, v FROM meta")}
@@ -502,31 +545,84 @@ class Spool:
             raise SpoolError(f"cannot load spool {self.path}: {exc}") from exc
         for name in _META_COUNTERS:
             st.counters[name] = max(st.counters.get(name, 0), meta.get(name, 0))
-        st.persisted = {k: v for k, v in meta.items() if k in (*_META_COUNTERS, "hwm")}
+        st.persisted = {k: v for k, v in meta.items() if k in (*_META_COUNTERS, *_META_MARKS, "hwm", "reserved")}
         st.committed_high = max(highs)
+        st.reserved = meta.get("reserved", 0)
         self._conn = conn
-        # After a live quarantine, pending readings keep the numbers they were given.
-        self._next_seq = max(st.committed_high + 1, self._pending[-1].seq + 1 if self._pending else 0)
         self._refresh_sizes()
         self._refresh_oldest()
+        return meta
+
+    def _begin_session(self, meta: dict[str, int]) -> None:
+        """Decide where the sequence continues and under which epoch, then mark the session as
+        running (synced). The rule (docs/spool.md, "Sequence numbers after a crash"):
+
+        * the epoch is the database's own (meta), else the sidecar's, else a new one;
+        * after a clean shutdown, a crash of the process alone (same boot: the page cache kept every
+          committed write) or a session whose every commit was synced (FULL/EXTRA), the sequence
+          continues right after the last committed number;
+        * otherwise (power loss, unknown boot) commits the broker may already have acknowledged can
+          have rolled back, so it continues after the durable reservation; the range in between is
+          reported as skipped (logged, counted in ``seq_skipped``), never handed out again.
+        """
+        st = self._st
+        self.epoch = _epoch_from_meta(meta.get("epoch")) or self._sidecar.epoch or secrets.token_hex(4)
+        reserved = max(st.reserved, self._sidecar.seq_reserved)
+        boot = _boot_key(self._boot_id())
+        # Every commit of a FULL/EXTRA session was synced before it returned: nothing sent can have
+        # rolled back, so the sequence may continue where the database says.
+        clean = meta.get("clean") == 1 or meta.get("synced") == 1
+        same_boot = boot is not None and meta.get("boot") == boot
+        skipped = not clean and not same_boot and reserved > st.committed_high
+        if skipped:
+            first, last = st.committed_high + 1, reserved
+            st.counters["seq_skipped"] += last - first + 1
+            st.committed_high = reserved
+            log.warning(
+                "spool did not shut down cleanly before this boot; sequence numbers after the last "
+                "durable commit are skipped (they may name readings the cloud already holds)",
+                extra={"path": str(self.path), "skipped_first_seq": first, "skipped_last_seq": last,
+                       "epoch": self.epoch},
+            )
+        st.reserved = reserved
+        # After a live quarantine, pending readings keep the numbers they were given.
+        self._next_seq = max(st.committed_high + 1, self._pending[-1].seq + 1 if self._pending else 0)
+        st.marks.update(clean=0, boot=boot or 0, epoch=int(self.epoch, 16), synced=int(self._synchronous != "NORMAL"))
+
+        def mark() -> None:
+            self._deleted_in_txn = skipped  # persist the high-water mark that now covers the skip
+
+        try:
+            self._transaction(mark, durable=True)
+        except sqlite3.Error as exc:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+            raise SpoolError(f"cannot start a session on spool {self.path}: {exc}") from exc
+        sc = self._sidecar
         if (
-            self._sidecar.seq_reserved < st.committed_high
-            or self._sidecar.quarantined < st.counters["quarantined"]
-            or (st.committed_high and self._sidecar.epoch != self.epoch)
+            sc.seq_reserved < max(st.reserved, st.committed_high)
+            or sc.quarantined < st.counters["quarantined"]
+            or sc.epoch != self.epoch
         ):
-            self._write_sidecar(reserve_to=st.committed_high + self._tuning.seq_reserve)
+            self._write_sidecar(reserve_to=max(st.reserved, st.committed_high))
 
     # --- quarantine --------------------------------------------------------------------------------
     def _quarantine(self, reason: str, recovered: spool_db.Recovered) -> None:
         moved = spool_db.quarantine(self.path, self._tuning.keep_quarantined)
         st = self._st
         st.counters["quarantined"] += 1
-        if recovered.hwm is not None:
-            start = max(recovered.hwm, self._sidecar.seq_committed, st.committed_high)
-            source = "corrupt file"
+        # A partial recovery is never trusted over a reservation: the corrupt file may have lost
+        # commits whose numbers the cloud already holds, so take the larger of the two.
+        known = max(recovered.hwm or 0, self._sidecar.seq_committed, st.committed_high)
+        reserved = max(recovered.reserved, self._sidecar.seq_reserved, st.reserved)
+        start = max(known, reserved)
+        if start > known:
+            source = "reservation"
+            st.counters["seq_skipped"] += start - known
         else:
-            start = max(self._sidecar.seq_reserved, st.committed_high)
-            source = "sidecar reservation" if self._sidecar.seq_reserved else "none (sequence restarts)"
+            source = "corrupt file" if recovered.hwm is not None else "none (sequence restarts)"
+        epoch = self.epoch or recovered.epoch or self._sidecar.epoch
         log.error(
             "spool database is corrupt; moved aside and started a new one",
             extra={
@@ -536,6 +632,8 @@ class Spool:
                 "quarantined": st.counters["quarantined"],
                 "next_seq": start + 1,
                 "seq_recovered_from": source,
+                "skipped_first_seq": known + 1 if start > known else None,
+                "skipped_last_seq": start if start > known else None,
             },
         )
         counters = {
@@ -543,12 +641,14 @@ class Spool:
             "evicted_alarm": max(st.counters["evicted_alarm"], recovered.evicted_alarm),
             "disk_full_events": max(st.counters["disk_full_events"], recovered.disk_full_events),
             "quarantined": st.counters["quarantined"],
+            "seq_skipped": max(st.counters["seq_skipped"], recovered.seq_skipped),
         }
         st.committed_high = start
+        self.epoch = epoch
         self._write_sidecar(reserve_to=start + self._tuning.seq_reserve)
         spool_db.precreate(self.path)
         conn = self._connect()
-        self._create(conn, start, counters)
+        self._create(conn, start, counters, epoch=epoch)
 
     def _quarantine_live(self, reason: str) -> None:
         """Corruption found while running: the readings in the file go aside with it (logged);
@@ -570,14 +670,19 @@ class Spool:
             raise RuntimeError("spool is not open")
         return self._conn
 
-    def _transaction(self, body: Callable[[], object]) -> None:
-        """Run ``body`` in one write transaction; on any failure roll back and restore the mirror."""
+    def _transaction(self, body: Callable[[], object], *, durable: bool = False) -> None:
+        """Run ``body`` in one write transaction; on any failure roll back and restore the mirror.
+        ``durable`` syncs this one commit whatever the ``synchronous`` level (reservations and
+        session marks must survive a power cut; they are rare)."""
         conn = self._require_open()
         snapshot = self._st.copy()
         series = (dict(self._series), dict(self._series_by_id))
         self._evictions.clear()
         self._deleted_in_txn = False
+        synced = durable and self._synchronous == "NORMAL"
         try:
+            if synced:
+                conn.execute("PRAGMA synchronous=FULL")
             conn.execute("BEGIN IMMEDIATE")
             body()
             self._persist_meta()
@@ -591,6 +696,10 @@ class Spool:
             self._evictions.clear()
             self._deleted_in_txn = False
             raise
+        finally:
+            if synced:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute(f"PRAGMA synchronous={self._synchronous}")
         self._deleted_in_txn = False
         self._log_evictions()
 
@@ -607,10 +716,11 @@ class Spool:
                 return fallback
         return fallback
 
-    def _insert(self, batch: list[Reading]) -> None:
+    def _insert(self, batch: list[Reading], reserve_to: int = 0) -> None:
         conn = self._require_open()
         st = self._st
         high = batch[-1].seq
+        st.reserved = max(st.reserved, reserve_to)
         batch = self._make_room_for(batch)
         routine: list[tuple[int, int, int, float | None]] = []
         alarm: list[tuple[int, int, int, float | None]] = []
@@ -648,7 +758,7 @@ class Spool:
         """Write changed counters, and the high-water mark whenever rows may have been deleted, in the
         same transaction. A plain commit changes neither, so it writes no meta page."""
         st = self._st
-        wanted = dict(st.counters)
+        wanted = {**st.counters, **st.marks, "reserved": st.reserved}
         if self._deleted_in_txn and st.persisted.get("hwm", 0) < st.committed_high:
             wanted["hwm"] = st.committed_high
         changed = [(k, v) for k, v in wanted.items() if st.persisted.get(k) != v]
@@ -903,9 +1013,15 @@ class Spool:
         return out
 
     # --- sequence reservation ----------------------------------------------------------------------
-    def _ensure_reserved(self, seq: int) -> None:
+    def _ensure_reserved(self, seq: int) -> int:
+        """Before committing ``seq``: extend the reservation when ``seq`` passes it. Returns the new
+        reservation for the database (0 when none is needed); the caller syncs that commit, so the
+        database's reservation is durable before any number above the old one can be sent."""
         if seq > self._sidecar.seq_reserved:
             self._write_sidecar(reserve_to=seq + self._tuning.seq_reserve)
+        if seq > self._st.reserved:
+            return max(seq + self._tuning.seq_reserve, self._sidecar.seq_reserved)
+        return 0
 
     def _write_sidecar(self, *, reserve_to: int) -> None:
         state = spool_sidecar.SidecarState(

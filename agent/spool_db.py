@@ -76,17 +76,40 @@ class Recovered:
     """What could still be read from a corrupt spool before it was moved aside."""
 
     hwm: int | None = None
+    reserved: int = 0  # the durable reservation (0 when unreadable)
+    epoch: str = ""  # the sequence space's name ('' when unreadable)
     evicted_routine: int = 0
     evicted_alarm: int = 0
     disk_full_events: int = 0
+    seq_skipped: int = 0
+
+
+BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+
+
+def read_boot_id() -> str | None:
+    """This boot's id: a restart within the same boot lost nothing the page cache held (a process
+    crash), a different boot may have (power loss). None when unreadable (treated as a new boot)."""
+    try:
+        return BOOT_ID_PATH.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def precreate(path: Path) -> None:
     """Create the file 0600 before SQLite does, so readings (and the -wal/-shm that inherit the
     mode) are never world-readable, not even for a moment."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    with contextlib.suppress(FileExistsError):
+    try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return
+    # Make the new name durable: SQLite syncs the file's content, never its directory entry.
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def check(conn: sqlite3.Connection) -> bool:
@@ -154,11 +177,15 @@ def recover(conn: sqlite3.Connection) -> Recovered:
                 candidates.append(row[0])
     if candidates:
         hwm = max(candidates)
+    epoch = meta.get("epoch")
     return Recovered(
         hwm=hwm,
+        reserved=meta.get("reserved", 0),
+        epoch=f"{epoch:08x}" if isinstance(epoch, int) and 0 <= epoch < 2**32 else "",
         evicted_routine=meta.get("evicted_routine", 0),
         evicted_alarm=meta.get("evicted_alarm", 0),
         disk_full_events=meta.get("disk_full_events", 0),
+        seq_skipped=meta.get("seq_skipped", 0),
     )
 
 

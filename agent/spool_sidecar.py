@@ -22,7 +22,7 @@ from provisioning.files import write_atomic
 log = logging.getLogger(__name__)
 
 VERSION = 1
-_EPOCH = re.compile(r"[0-9a-f]{8,32}")
+_EPOCH = re.compile(r"[0-9a-f]{8}")
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def load(path: Path) -> SidecarState | None:
             fields[name] = value
         epoch = data.get("epoch", "")
         if not isinstance(epoch, str) or not _EPOCH.fullmatch(epoch or "0" * 8):
-            raise ValueError(f"epoch must be 8-32 lowercase hex digits, got {epoch!r}")
+            raise ValueError(f"epoch must be 8 lowercase hex digits, got {epoch!r}")
         return SidecarState(**fields, epoch=epoch)
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
         log.warning("spool sidecar is damaged; ignoring it", extra={"path": str(path), "error": str(exc)})

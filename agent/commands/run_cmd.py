@@ -64,7 +64,8 @@ def _print_human(st: dict[str, Any]) -> None:
     sp = st.get("spool", {})
     print(f"spool: {sp.get('readings')} readings, {sp.get('bytes')} bytes, oldest {sp.get('oldest_age_s')}s, "
           f"next seq {sp.get('next_seq')}, evicted {sp.get('evicted_routine')} routine / "
-          f"{sp.get('evicted_alarm')} alarm, quarantined {sp.get('quarantined')}")
+          f"{sp.get('evicted_alarm')} alarm, quarantined {sp.get('quarantined')}, "
+          f"epoch {sp.get('epoch')}, seq skipped {sp.get('seq_skipped')}")
     up = st.get("uplink", {})
     if up.get("enabled"):
         print(f"uplink: {'connected' if up.get('connected') else 'DISCONNECTED'} to {up.get('endpoint')}, "

@@ -81,8 +81,17 @@ def test_malformed_page_is_caught_by_quick_check(make_spool, spool_path):
     assert_works(sp, st.next_seq)
 
 
-def test_wrong_schema_is_quarantined_untouched_and_hwm_recovered_exactly(make_spool, spool_path):
+def reserved(spool_path):
+    return json.loads(spool_path.with_name("spool.db.state.json").read_text())["seq_reserved"]
+
+
+def test_wrong_schema_is_quarantined_untouched_and_the_reservation_wins(make_spool, spool_path):
+    """Issue 10.3: a partial recovery of a corrupt file is never trusted over the reservation (its
+    newest commits may be the ones lost), so the sequence continues after the larger of the two and
+    the numbers in between are reported as skipped."""
     high = committed_spool(make_spool, 250)
+    reserve = reserved(spool_path)
+    assert reserve > high
     conn = sqlite3.connect(spool_path)
     conn.execute("PRAGMA user_version=99")  # our file, but a schema we do not know
     conn.commit()
@@ -90,7 +99,26 @@ def test_wrong_schema_is_quarantined_untouched_and_hwm_recovered_exactly(make_sp
     sp = make_spool()
     st = sp.stats()
     assert st.quarantined == 1
-    assert st.next_seq == high + 1  # read from the corrupt file: no gap at all
+    assert st.next_seq == reserve + 1
+    assert st.seq_skipped == reserve - high
+    assert_works(sp, reserve + 1)
+
+
+def test_recovered_high_water_mark_above_the_sidecar_reservation_wins(make_spool, spool_path):
+    """The other way round: a stale sidecar (restored from an old image) reserves less than the
+    corrupt file still shows; the larger number wins."""
+    high = committed_spool(make_spool, 250)
+    side = spool_path.with_name("spool.db.state.json")
+    doc = json.loads(side.read_text())
+    doc.update(seq_reserved=100, seq_committed=50)
+    side.write_text(json.dumps(doc))
+    conn = sqlite3.connect(spool_path)
+    conn.execute("DELETE FROM meta WHERE k = 'reserved'")
+    conn.execute("PRAGMA user_version=99")
+    conn.commit()
+    conn.close()
+    sp = make_spool()
+    assert sp.stats().next_seq == high + 1
     assert_works(sp, high + 1)
 
 
@@ -163,7 +191,8 @@ def test_eviction_counters_are_carried_from_a_readable_corrupt_file(make_spool, 
     st = make_spool(max_bytes=64 << 10).stats()
     assert st.quarantined == 1
     assert st.evicted_routine == evicted
-    assert st.next_seq == 10_001
+    assert st.next_seq == reserved(spool_path) - SpoolTuning().seq_reserve + 1  # after the old reservation
+    assert st.next_seq > 10_000
 
 
 def test_only_the_newest_quarantined_files_are_kept(make_spool, spool_path, caplog):
