@@ -60,8 +60,10 @@ class _Vfs(ctypes.Structure):
     pass
 
 
+# The name is passed as a raw pointer: SQLite keeps using it for the file's lifetime (the -shm name is
+# derived from it), so the wrapper must hand the very same buffer on, never a temporary copy.
 _xOpen = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(_Vfs), ctypes.c_char_p, ctypes.POINTER(_File), ctypes.c_int,
+    ctypes.c_int, ctypes.POINTER(_Vfs), ctypes.c_void_p, ctypes.POINTER(_File), ctypes.c_int,
     ctypes.POINTER(ctypes.c_int),
 )
 _xDelete = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(_Vfs), ctypes.c_char_p, ctypes.c_int)
@@ -127,7 +129,7 @@ class SyncRecorder:
         def x_open(_vfs, name, file, flags, out_flags):  # type: ignore[no-untyped-def]
             rc = orig_open(base, name, file, flags, out_flags)
             if rc == 0 and name and file.contents.pMethods:
-                self._wrap(file, name.decode())
+                self._wrap(file, ctypes.string_at(name).decode())
             return rc
 
         def x_delete(_vfs, name, sync_dir):  # type: ignore[no-untyped-def]
