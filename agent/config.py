@@ -414,8 +414,14 @@ def read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), [("<file>", "file not found")]) from None
     except PermissionError:
         raise ConfigError(str(path), [("<file>", "permission denied")]) from None
+    except IsADirectoryError:
+        raise ConfigError(str(path), [("<file>", "is a directory, not a TOML file")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [("<file>", f"not UTF-8 text (byte {exc.start}): TOML files are UTF-8")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [("<toml>", str(exc))]) from None
+    except OSError as exc:
+        raise ConfigError(str(path), [("<file>", f"unreadable: {exc.strerror or exc}")]) from None
     _resolve_paths(data, path.resolve().parent)
     return data
 

@@ -12,17 +12,63 @@ import logging
 import re
 import sys
 import time
+import traceback
 from typing import Any
 
-_PEM = re.compile(r"-----BEGIN [A-Z ]+-----.*?-----END [A-Z ]+-----", re.S)
+# A PEM block, also one cut short by a truncation (no END line left, or a BEGIN line missing its
+# first dashes).
+_PEM = re.compile(r"-*BEGIN [A-Z0-9 ]*(?:KEY|CERTIFICATE|REQUEST)[A-Z0-9 ]*-+.*?(?:-+END [A-Z0-9 ]+-+|\Z)", re.S)
+# Key material without its BEGIN line (the tail of a cut PEM, base64 DER): a base64 run of 40+
+# characters next to a newline (real or escaped, as in a repr) as PEM lines are, or of 200+
+# anywhere. Hex-only runs (digests, certificate ids) are left alone.
+_B64_RUN = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_NEWLINE_BEFORE = ("\n", "\\n")
+_NEWLINE_AFTER = ("\n", "\r", "\\n", "\\r")
+
+
+def _mask_base64(text: str) -> str:
+    def repl(m: re.Match[str]) -> str:
+        run = m.group(0)
+        if len(run) < 200:
+            if _HEX.fullmatch(run):
+                return run
+            before, after = text[max(0, m.start() - 2) : m.start()], text[m.end() : m.end() + 2]
+            if not (before.endswith(_NEWLINE_BEFORE) or after.startswith(_NEWLINE_AFTER)):
+                return run
+        return "<redacted base64>"
+
+    return _B64_RUN.sub(repl, text)
+
+
 _SECRET_KEYS = re.compile(r"(private_?key|secret|password|token|pem)", re.I)
 _STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+MAX_EXC_CHARS = 8000
+_DEPTH = 8
 
 
-def redact(value: Any) -> Any:
+def redact(value: Any, _depth: int = 0) -> Any:
+    """``value`` with key material masked, in strings at any depth of dicts and lists, and every
+    value under a secret-sounding key replaced. Other objects are logged as their (redacted) text."""
     if isinstance(value, str):
-        return _PEM.sub("<redacted PEM>", value)
-    return value
+        return _mask_base64(_PEM.sub("<redacted PEM>", value))
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if _depth >= _DEPTH:
+        return "<nested too deep>"
+    if isinstance(value, dict):
+        return {str(k): "<redacted>" if _SECRET_KEYS.search(str(k)) else redact(v, _depth + 1)
+                for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact(v, _depth + 1) for v in value]
+    return redact(str(value), _depth + 1)
+
+
+def _exc_text(record: logging.LogRecord) -> str:
+    """The traceback (redacted: an exception's text may carry a PEM), newest frames kept."""
+    assert record.exc_info is not None
+    text = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+    return redact(text[-MAX_EXC_CHARS:])
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -37,7 +83,7 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
             continue
         out[k] = "<redacted>" if _SECRET_KEYS.search(k) else redact(v)
     if record.exc_info and record.exc_info[0] is not None:
-        out["exc"] = f"{record.exc_info[0].__name__}: {record.exc_info[1]}"
+        out["exc"] = _exc_text(record)
     return out
 
 

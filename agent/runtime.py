@@ -224,10 +224,13 @@ class Agent:
             await self.remote.rebind()
 
     async def reload(self) -> bool:
-        """SIGHUP: re-read the file through the same validation; an invalid file changes nothing."""
+        """SIGHUP: re-read the file through the same validation; an invalid file changes nothing.
+        Whatever happens, systemd hears READY=1 again: a unit left "reloading" blocks the next
+        systemctl reload and hides the agent's state."""
         if self.config_path is None:
             return False
         self.notifier.reloading()
+        ok = False
         try:
             new = load_config(self.config_path)
             if self.remote is not None:
@@ -235,13 +238,13 @@ class Agent:
             await self.apply(new)
         except (cfg.ConfigError, ConfigRejected, IdentitySetupError) as exc:
             self.last_reload_error = str(exc)
-            log.error("reload refused; configuration unchanged", extra={"error": str(exc)})
-            ok = False
+            log.error("reload refused; the running configuration is unchanged", extra={"error": str(exc)})
         else:
             self.reloads += 1
             self.last_reload_error = None
             ok = True
-        self.notifier.ready(summary_line(self.status()))
+        finally:
+            self.notifier.ready(summary_line(self.status()))
         return ok
 
     # --- status ---------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any
 from agent.clock import ClockSync
 from agent.config import SensorConfig
 from agent.spool import NewReading
+from agent.supervise import Restarts, supervised
 from drivers import registry
 from drivers.base import Calibratable, Driver, DriverError, Measurement
 
@@ -42,6 +43,7 @@ class SensorHealth:
     last_error_wall: float | None = None
     last_read_wall: float | None = None
     last_values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    loop: Restarts = field(default_factory=Restarts)  # the read loop's unexpected crashes
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +58,7 @@ class SensorHealth:
             "last_error_ts": self.last_error_wall,
             "last_read_ts": self.last_read_wall,
             "last": self.last_values,
+            "restarts": self.loop.count,
         }
 
 
@@ -88,7 +91,8 @@ class SensorTask:
         self._opened = False
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"sensor-{self.conf.id}")
+        name = f"sensor-{self.conf.id}"
+        self._task = asyncio.get_running_loop().create_task(supervised(name, self._run, self.health.loop), name=name)
 
     async def stop(self) -> None:
         if self._task is not None:

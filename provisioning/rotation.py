@@ -156,6 +156,7 @@ def rotate_certificate(
     key_type: keys.KeyType = "ec-p256",
     identity_client: IdentityClient | None = None,
     before_verify: Callable[[Identity], None] | None = None,
+    before_commit: Callable[[Identity], None] | None = None,
     max_connect_attempts: int = 4,
     request_timeout_s: int = 30,
     verify_topic: str = VERIFY_TOPIC,
@@ -165,7 +166,9 @@ def rotate_certificate(
     ``identity_client``: an IdentityClient over the agent's live connection (a job); when None a
     short-lived session with the current certificate is opened. ``template_name``/``parameters``
     default to what provisioning used (recorded in the state file). ``before_verify`` runs just
-    before the new pair is proven (tests use it to revoke the new certificate)."""
+    before the new pair is proven (tests use it to revoke the new certificate). ``before_commit``
+    runs after the proof, just before the switch, under the same rollback: raising there (a job
+    that timed out or was cancelled meanwhile) leaves the old identity in force."""
     d = identity_dir(state_dir)
     if not d.is_dir():
         raise RotationFailed("the device has no identity yet; provision it first", rolled_back=False)
@@ -227,6 +230,8 @@ def rotate_certificate(
                 before_verify(candidate)
             verify_identity(candidate, endpoint, topic=verify_topic, max_attempts=max_connect_attempts,
                             timeout_s=request_timeout_s)
+            if before_commit is not None:
+                before_commit(candidate)
         except SessionError as exc:
             _rollback(d, pending)
             raise RotationFailed(str(exc), transient=exc.transient) from None

@@ -36,6 +36,7 @@ class RemoteManager:
         run_argv: Callable[[list[str]], Awaitable[tuple[int, str]]] | None = None,
         https_context: ssl.SSLContext | None = None,
         boot_id: Callable[[], str] | None = None,
+        rotate: Callable[..., Any] | None = None,
     ) -> None:
         self.agent = agent
         self.conf = agent.conf.remote  # [remote] is local only and read once: changes need a restart
@@ -53,6 +54,8 @@ class RemoteManager:
             self.ctx.https_context = https_context
         if boot_id is not None:
             self.ctx.boot_id = boot_id
+        if rotate is not None:
+            self.ctx.rotate = rotate
         self.shadow: ShadowSync | None = None
         self.jobs: JobRunner | None = None
 

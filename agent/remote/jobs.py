@@ -28,6 +28,7 @@ from agent.config import RemoteConfig
 from agent.remote.actions import Action, ActionContext, Failed, Rejected, Result, details, parse
 from agent.remote.journal import Entry, Journal
 from agent.remote.service_client import call, client_options, describe_error, stream_options
+from agent.supervise import Restarts, supervised
 
 if TYPE_CHECKING:
     from agent.connection import Connection
@@ -74,6 +75,7 @@ class JobRunner:
         self._stream: Any = None
         self.history: list[dict[str, str]] = []  # last outcomes, for status
         self.last_error: str | None = None
+        self.restarts = Restarts()
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -83,9 +85,7 @@ class JobRunner:
         )
         self._stream.open()
         self.conn.on_connect(lambda _present: self.request_next())
-        if self.conn.connected.is_set():
-            self.request_next()
-        self._task = self._loop.create_task(self._run(), name="jobs")
+        self._task = self._loop.create_task(supervised("jobs", self._run, self.restarts), name="jobs")
 
     async def stop(self) -> None:
         """Shutdown: the running action is cancelled; its journal entry stays, so the next process
@@ -122,6 +122,8 @@ class JobRunner:
 
     # --- worker --------------------------------------------------------------------------------------
     async def _run(self) -> None:
+        if self.conn.connected.is_set():
+            self.request_next()  # (re)started: the request that crashed the last run is gone
         while True:
             kind, arg = await self._queue.get()
             try:
@@ -246,6 +248,9 @@ class JobRunner:
             status, info = S.REJECTED, {"action": name, "reason": str(exc)}
         except Failed as exc:
             status, info = S.FAILED, {"action": name, "reason": str(exc)}
+        except Exception:  # a bug in an action: logged with traceback, the job FAILED
+            log.error("job action crashed", exc_info=True, extra={"job_id": job_id, "action": name})
+            status, info = S.FAILED, {"action": name, "reason": "the action failed unexpectedly (see the device log)"}
         log.info("job finished", extra={"job_id": job_id, "action": name, "status": status,
                                         "reason": info.get("reason", "")})
         # Journal the outcome first: if the final status cannot be sent now, the next connect or
@@ -286,7 +291,8 @@ class JobRunner:
         return True
 
     def status(self) -> dict[str, Any]:
-        return {"current_job": self._current, "recent": list(self.history), "last_error": self.last_error}
+        return {"current_job": self._current, "recent": list(self.history), "last_error": self.last_error,
+                "restarts": self.restarts.count}
 
 
 def _safe_boot_id(ctx: ActionContext) -> str:

@@ -33,6 +33,7 @@ from awsiot import V2ServiceException, iotshadow
 from agent.remote.layer import ConfigErrors, ConfigLayer
 from agent.remote.reported import ReportGate
 from agent.remote.service_client import call, client_options, describe_error, stream_options
+from agent.supervise import Restarts, supervised
 
 if TYPE_CHECKING:
     from agent.connection import Connection
@@ -87,6 +88,7 @@ class ShadowSync:
         self.deltas = 0
         self.stale_deltas = 0
         self.last_error: str | None = None
+        self.restarts = Restarts()
         self._extra_errors: ConfigErrors = []
         self._sent_config: dict[str, Any] | None = None
         self._sent_errors: list[dict[str, str]] | None = None
@@ -108,9 +110,7 @@ class ShadowSync:
         )
         self._stream.open()
         self.conn.on_connect(lambda _present: self.request_sync())
-        if self.conn.connected.is_set():
-            self.request_sync()
-        self._task = self._loop.create_task(self._run(), name="shadow")
+        self._task = self._loop.create_task(supervised("shadow", self._run, self.restarts), name="shadow")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -146,6 +146,8 @@ class ShadowSync:
 
     # --- the worker -----------------------------------------------------------------------------
     async def _run(self) -> None:
+        if self.conn.connected.is_set():
+            self.request_sync()  # (re)started: the event that crashed the last run is gone
         while True:
             try:
                 # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation (stop).
@@ -265,6 +267,7 @@ class ShadowSync:
             "stale_deltas": self.stale_deltas,
             "config_errors": errors_doc(self.layer.errors + self._extra_errors),
             "last_error": self.last_error,
+            "restarts": self.restarts.count,
         }
 
 

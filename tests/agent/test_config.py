@@ -174,3 +174,16 @@ def test_cli_show_prints_effective_config():
     assert out.returncode == 0, out.stderr
     shown = json.loads(out.stdout)
     assert shown["uplink"]["topic"] == "dt/methane/{site}/{thing}/telemetry"
+
+
+@pytest.mark.parametrize("command", [("run", "--config"), ("config", "validate")])
+def test_non_utf8_file_or_directory_is_a_clear_error_exit_2(tmp_path, command):
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes('state_dir = "/tmp/x"\n# café\n'.encode("latin-1"))
+    for path, reason in ((latin1, "not UTF-8 text"), (tmp_path, "is a directory")):
+        with pytest.raises(cfg.ConfigError) as ei:
+            cfg.load(path, environ={})
+        assert ei.value.errors[0][0] == "<file>" and reason in ei.value.errors[0][1]
+        r = run_cli(*command, str(path))
+        assert r.returncode == 2, r.stderr
+        assert reason in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -128,3 +128,32 @@ def test_alarm_thresholds():
                           driver=ScriptedDriver(value=value))
         asyncio.run(run_for([task], 0.1))
     assert [(r.value, r.alarm) for r in got] == [(2.0, False), (1000.0, True), (0.2, True)]
+
+
+def test_a_crash_outside_the_driver_restarts_the_loop_and_is_counted(caplog):
+    """The sink (the spool) raising something nobody expected used to end the sensor's task
+    silently: now it is logged with its traceback, counted and the loop restarted."""
+    got = []
+    calls = 0
+
+    def sink(items):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("spool surprise")
+        got.extend(items)
+
+    async def scenario() -> None:
+        task = SensorTask(conf(interval=0.05), sink, ClockSync("assume_synced"), driver=ScriptedDriver())
+        task.start()
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await task.stop()
+        health = task.health.as_dict()
+        assert got and health["restarts"] == 1
+        assert task.health.loop.last_error == "RuntimeError: spool surprise"
+
+    asyncio.run(scenario())
+    crash = [r for r in caplog.records if r.getMessage() == "loop crashed; restarting it"]
+    assert crash and crash[0].exc_info is not None and getattr(crash[0], "loop", "") == "sensor-s1"

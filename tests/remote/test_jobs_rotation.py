@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +24,8 @@ from emulator.admin import Admin
 from emulator.recorder import TelemetryRecorder
 from emulator.services.device_services import DeviceServices
 from provisioning import identity as ident_mod
-from tests.remote.conftest import eventually, eventually_async, remote_of
+from provisioning.rotation import rotate_certificate
+from tests.remote.conftest import eventually, eventually_async, remote_of, running
 
 SERIAL = "10000000feed0006"
 THING = f"methane-{SERIAL}"
@@ -39,7 +42,7 @@ def fleet_emulator(tmp_path) -> Iterator[tuple[Emulator, TelemetryRecorder]]:
         emu.stop()
 
 
-def _write_config(path: Path, emu: Emulator, state: Path) -> Path:
+def _write_config(path: Path, emu: Emulator, state: Path, *, reconnect_ms: int = 100, remote: str = "") -> Path:
     info = emu.info
     assert info is not None and info.claim_cert_file and info.claim_key_file and info.template_name
     serial = state.parent / "serial"
@@ -52,8 +55,8 @@ site_id = "site-6"
 endpoint = "{info.endpoint}"
 port = {info.port}
 ca_file = "{info.ca_file}"
-min_reconnect_delay_ms = 100
-max_reconnect_delay_ms = 1000
+min_reconnect_delay_ms = {reconnect_ms}
+max_reconnect_delay_ms = {max(1000, reconnect_ms)}
 [provisioning]
 enabled = true
 claim_cert_file = "{info.claim_cert_file}"
@@ -65,6 +68,7 @@ batch_max_age_s = 0.3
 [remote]
 reported_min_interval_s = 1.0
 request_timeout_s = 10
+{remote}
 [[sensors]]
 id = "sim-1"
 driver = "simulated"
@@ -155,3 +159,60 @@ def test_rotate_certificate_succeeds_and_the_agent_comes_back_on_the_new_certifi
 def _status_cert(status: dict[str, Any]) -> str | None:
     cert = status.get("cert")
     return cert.get("certificate_id") if isinstance(cert, dict) else None
+
+
+def test_a_timed_out_rotation_never_switches_the_identity(fleet_emulator):
+    """The rotation runs in a thread a timeout cannot stop. Here its proof of the new pair is held
+    until IoT Core shows the job FAILED (timed out); the thread then proves the pair and reaches
+    the switch, which must not happen: the old identity stays, the new files go."""
+    emu, _recorder = fleet_emulator
+    admin = Admin(emu.state_dir)
+    root = Path(tempfile.mkdtemp(prefix="rto-"))
+    state = root / "state"
+    # A long reconnect delay: the late proof (same client id) takes the agent's session over and
+    # must not be taken over back before it is done.
+    path = _write_config(root / "agent.toml", emu, state, reconnect_ms=5000,
+                         remote='action_timeouts_s = { "rotate-certificate" = 6.0 }')
+    job_id = f"rot-{uuid.uuid4().hex[:10]}"
+    finished = threading.Event()
+    reached_proof: list[str] = []
+
+    def job_failed() -> bool:
+        return bool(admin.job_describe(job_id)["executions"][0]["status"] == "FAILED")
+
+    def late_rotation(*args: Any, before_verify: Any, **kw: Any) -> Any:
+        def pause_then_wait_for_failed(candidate: Any) -> None:
+            before_verify(candidate)
+            reached_proof.append(candidate.certificate_id)
+            deadline = time.monotonic() + 30
+            while not job_failed() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        try:
+            return rotate_certificate(*args, before_verify=pause_then_wait_for_failed, **kw)
+        finally:
+            finished.set()
+
+    async def scenario() -> None:
+        conf = await asyncio.to_thread(load_config, path)
+        old = ident_mod.load(state)
+        assert old is not None
+        agent = Agent(conf, path)
+        async with running(agent, rotate=late_rotation):
+            await eventually(lambda: agent.conn is not None and agent.conn.connected.is_set(), 20)
+            await asyncio.to_thread(admin.job_create, {"action": "rotate-certificate"}, [THING], job_id)
+            assert await asyncio.to_thread(finished.wait, 60)
+            ex = (await asyncio.to_thread(admin.job_describe, job_id))["executions"][0]
+            assert ex["status"] == "FAILED" and "timed out" in ex["statusDetails"]["reason"], ex
+            assert reached_proof, "the rotation ended before the proof: nothing was tested"
+        assert ident_mod.load(state) == old
+        assert old.cert_file.exists() and old.key_file.exists()
+        names = {p.name for p in old.cert_file.parent.iterdir()}
+        assert not any(reached_proof[0] in n for n in names), names
+        assert "rotation.json" not in names
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)

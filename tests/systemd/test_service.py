@@ -116,6 +116,39 @@ def test_ready_watchdog_status_reload_and_stop(notify_socket, tmp_path):
         stop(proc)
 
 
+@pytest.mark.parametrize("breakage", ["latin-1", "directory"])
+def test_failed_reload_keeps_the_config_says_so_and_leaves_reloading(notify_socket, tmp_path, breakage):
+    """A config that cannot even be read (not UTF-8, or a directory where the file was) on SIGHUP:
+    the agent keeps running on the old config, logs why, reports it in status, and tells systemd
+    READY=1 again (else the unit stays "reloading")."""
+    from agent.status import query
+
+    config = tmp_path / "agent.toml"
+    write_config(config, tmp_path / "state")
+    good = config.read_text()
+    proc = start_agent(config, notify_socket.path, tmp_path)
+    try:
+        notify_socket.wait_for(lambda m: any(x.startswith("READY=1") for x in m), timeout=30)
+        if breakage == "latin-1":
+            config.write_bytes((good + "# café\n").encode("latin-1"))
+            reason = "not UTF-8 text"
+        else:
+            config.unlink()
+            config.mkdir()
+            reason = "is a directory"
+        n_ready = sum(x.startswith("READY=1") for x in notify_socket.drain())
+        proc.send_signal(signal.SIGHUP)
+        msgs = notify_socket.wait_for(lambda m: sum(x.startswith("READY=1") for x in m) > n_ready, timeout=15)
+        reloading = max(i for i, x in enumerate(msgs) if x.startswith("RELOADING=1"))
+        assert any(x.startswith("READY=1") for x in msgs[reloading:]), msgs
+        wait_log(tmp_path, rf"reload refused; the running configuration is unchanged.*{reason}")
+        assert proc.poll() is None
+        st = query(tmp_path / "state" / "status.sock")
+        assert reason in st["agent"]["last_reload_error"] and st["agent"]["reloads"] == 0
+    finally:
+        stop(proc)
+
+
 def _mdwe_supported() -> bool:
     libc = ctypes.CDLL(None, use_errno=True)
     return libc.prctl(66, 0, 0, 0, 0) >= 0  # PR_GET_MDWE (Linux >= 6.3)

@@ -124,3 +124,51 @@ def test_unit_has_the_contract_the_agent_relies_on():
     # Stop must finish inside systemd's patience, and the watchdog must leave the agent time to ping.
     assert int(d["TimeoutStopSec"][0]) >= 10
     assert int(d["WatchdogSec"][0]) >= 10
+
+
+def _proc_mount_options(d: dict[str, list[str]]) -> str:
+    """The procfs options systemd derives from ProtectProc= and ProcSubset= (systemd.exec(5))."""
+    opts = []
+    protect = d.get("ProtectProc", ["default"])[-1]
+    if protect != "default":
+        opts.append(f"hidepid={protect}")
+    if d.get("ProcSubset", ["all"])[-1] == "pid":
+        opts.append("subset=pid")
+    return ",".join(opts) or "defaults"
+
+
+READS = """
+from agent.remote.actions import _boot_id
+from pathlib import Path
+print(_boot_id())
+print(len(Path("/proc/net/if_inet6").read_text()) >= 0)
+"""
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+def test_the_units_proc_shows_what_the_agent_reads():
+    """/proc mounted as the unit has systemd mount it (in a private mount and pid namespace): the
+    reboot job's boot id and the network info of the reported status must stay readable."""
+    import sys
+
+    opts = _proc_mount_options(directives(UNIT.read_text()))
+    script = f"mount -t proc -o {opts} proc /proc && exec {sys.executable} -c '{READS}'"
+    r = subprocess.run(["unshare", "--mount", "--pid", "--fork", "sh", "-c", script],
+                       capture_output=True, text=True, timeout=60, cwd=REPO)
+    if "Operation not permitted" in r.stderr and "mount" in r.stderr:
+        pytest.skip("cannot mount /proc here (needs root in a user namespace)")
+    assert r.returncode == 0, f"proc options {opts!r}: {r.stderr}"
+    boot_id, net = r.stdout.split()
+    assert re.fullmatch(r"[0-9a-f-]{36}", boot_id) and net == "True"
+
+
+def test_a_crash_loop_never_leaves_the_unit_failed_for_good():
+    """systemd stops restarting once more than StartLimitBurst starts fall within
+    StartLimitIntervalSec (default 10 per 10 s, from DefaultStartLimit*): with Restart=always a
+    crash loop must never hit that, or an unattended site stays down until someone comes."""
+    d = directives(UNIT.read_text())
+    interval = float(d.get("StartLimitIntervalSec", ["10"])[-1].removesuffix("s"))
+    burst = int(d.get("StartLimitBurst", ["5"])[-1])
+    restart_sec = float(d["RestartSec"][-1].removesuffix("s"))
+    starts_per_interval = interval / restart_sec + 1
+    assert interval == 0 or burst > starts_per_interval, (interval, burst, restart_sec)

@@ -81,6 +81,7 @@ class ActionContext:
     https_context: ssl.SSLContext | None = None
     boot_id: Callable[[], str] = _boot_id
     getaddrinfo: GetAddrInfo = socket.getaddrinfo
+    rotate: Callable[..., Any] | None = None  # provisioning.rotation.rotate_certificate unless given
 
 
 Run = Callable[[ActionContext, Any, Progress], Awaitable[Result]]

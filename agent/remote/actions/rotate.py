@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import TYPE_CHECKING
 
 from agent.remote.actions import Action, ActionContext, Failed, Params, Progress, Result
@@ -73,6 +74,32 @@ class _LivePause:
             log.warning("agent connection not back yet after the certificate proof")
 
 
+class _CommitGate:
+    """The identity switch happens only while the job is still running. The rotation runs in a
+    thread that a timeout or a cancel cannot stop; without this gate it went on and switched the
+    identity after the job was reported FAILED. ``enter`` (rotation thread, right before the
+    switch) and ``close`` (the loop, when the action ends early) decide under one lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._closed = False
+        self.committing = False
+
+    def enter(self, _candidate: Identity) -> None:
+        from provisioning.rotation import RotationFailed
+
+        with self._lock:
+            if self._closed:
+                raise RotationFailed("the job ended (timed out or cancelled) before the switch; old identity kept")
+            self.committing = True
+
+    def close(self) -> bool:
+        """No switch from now on; True when it was already under way (it cannot be undone)."""
+        with self._lock:
+            self._closed = True
+            return self.committing
+
+
 async def run(ctx: ActionContext, params: NoParams, progress: Progress) -> Result:
     from provisioning import identity as ident_mod
     from provisioning.flow import ProvisioningBusy
@@ -91,15 +118,23 @@ async def run(ctx: ActionContext, params: NoParams, progress: Progress) -> Resul
     endpoint = Endpoint(host, conf.connection.port, conf.connection.ca_file)
     timeout_s = ctx.remote.request_timeout_s
     live = _LivePause(conn, asyncio.get_running_loop())
+    gate = _CommitGate()
     await progress({"step": "rotating"})
     try:
         res = await asyncio.to_thread(
-            rotate_certificate, conf.state_dir, endpoint, key_type=conf.provisioning.key_type,
+            ctx.rotate or rotate_certificate, conf.state_dir, endpoint, key_type=conf.provisioning.key_type,
             identity_client=IdentityClient(conn.client, timeout_s), before_verify=live.pause,
-            request_timeout_s=timeout_s,
+            before_commit=gate.enter, request_timeout_s=timeout_s,
         )
     except (RotationFailed, ProvisioningBusy) as exc:
         raise Failed(str(exc)) from None
+    except asyncio.CancelledError:
+        if gate.close():
+            # The timeout or cancel hit the switch itself: the new identity is (being) written.
+            # Restart onto it rather than run on a pair the files no longer name.
+            log.error("rotation switched the identity as its job ended; restarting to use it")
+            ctx.restart()
+        raise
     finally:
         live.resume()
     await live.reconnected(timeout_s)
