@@ -12,8 +12,15 @@
    Precedence: **explicit config wins** (an operator can point at a key in a TPM-backed path or
    pin a thing name), and a value that differs from the identity is logged as a warning. One
    exception is refused outright: ``connection.cert_file`` pointing at the claim certificate.
+   ``device.site_id`` left unset takes the site the thing was registered with (the template's
+   ``siteId``, which the pre-provisioning hook may have pinned): the device policy only lets a
+   thing publish under the site recorded on it.
 3. checks that the private key, certificate and identity.json are owned by the running user and
    not accessible to group/others (0600 or 0400), else raises with the exact fix command.
+4. once the identity is verified, the fleet's claim key is of no more use to this device, and it
+   is the one secret shared by the whole fleet: when it lives in ``<state_dir>/claim/`` (the
+   install layout's place for it, writable by the service) it is deleted; anywhere else a warning
+   says the service can still read it and how to stop that (docs/provisioning.md).
 
 ``heartbeat(status)`` is called at least every few seconds while provisioning waits, so the caller
 can feed systemd (STATUS=, EXTEND_TIMEOUT_USEC=, WATCHDOG=1) during a long wait for the network.
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import random
 import threading
 import time
@@ -32,6 +40,7 @@ from pathlib import Path
 from agent.config import AgentConfig
 from provisioning import identity as ident_mod
 from provisioning import rotation
+from provisioning.files import remove
 from provisioning.flow import Provisioner, ProvisioningError, Settings, is_transient
 from provisioning.identity import Identity, IdentityError, PermissionProblem
 from provisioning.keys import CredentialError
@@ -43,6 +52,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
 BACKOFF_MIN_S = 5.0
 BACKOFF_MAX_S = 300.0
+CLAIM_DIR = "claim"
 Heartbeat = Callable[[str], None]
 
 
@@ -133,8 +143,36 @@ def run_provisioning(
                 raise IdentitySetupError("provisioning interrupted")
 
 
+def retire_claim_key(conf: AgentConfig) -> None:
+    """Called with a verified identity: delete the claim key (and certificate) when they live in
+    ``<state_dir>/claim/``; warn when the key is elsewhere and still readable."""
+    p = conf.provisioning
+    if p.claim_key_file is None:
+        return
+    claim_dir = (Path(conf.state_dir) / CLAIM_DIR).resolve()
+    key = Path(p.claim_key_file).resolve()
+    if key.parent != claim_dir:
+        if os.access(key, os.R_OK):
+            log.warning("the fleet's claim key is still readable by the service although this device is "
+                        "provisioned; move it to <state_dir>/claim/ (deleted after provisioning) or delete it",
+                        extra={"path": str(key), "claim_dir": str(claim_dir)})
+        return
+    removed = [str(f) for f in (p.claim_key_file, p.claim_cert_file)
+               if f is not None and Path(f).resolve().parent == claim_dir and remove(Path(f).resolve())]
+    if removed:
+        log.info("claim credentials deleted: this device has its own verified identity", extra={"files": removed})
+
+
 def _merge(conf: AgentConfig, ident: Identity) -> AgentConfig:
     device, conn = conf.device, conf.connection
+    site = device.site_id
+    registered_site = ident.device_configuration.get("siteId")
+    if registered_site and registered_site != site:
+        if "site_id" in device.model_fields_set:
+            log.warning("device.site_id differs from the site the thing was registered with; the device policy "
+                        "refuses topics under another site", extra={"config": site, "identity": registered_site})
+        else:
+            site = registered_site
     for name, explicit, found in (
         ("device.thing_name", device.thing_name, ident.thing_name),
         ("connection.cert_file", conn.cert_file, ident.cert_file),
@@ -143,7 +181,7 @@ def _merge(conf: AgentConfig, ident: Identity) -> AgentConfig:
         if explicit is not None and str(explicit) != str(found):
             log.warning("config overrides the provisioned identity",
                         extra={"key": name, "config": str(explicit), "identity": str(found)})
-    new_device = device.model_copy(update={"thing_name": device.thing_name or ident.thing_name})
+    new_device = device.model_copy(update={"thing_name": device.thing_name or ident.thing_name, "site_id": site})
     new_conn = conn.model_copy(update={
         "cert_file": conn.cert_file or ident.cert_file,
         "key_file": conn.key_file or ident.key_file,
@@ -161,6 +199,7 @@ def prepare_identity(
         # Also finishes a run a crash interrupted (e.g. identity written, not yet verified); on a
         # verified device it returns at once without touching the network.
         ident = run_provisioning(settings, heartbeat=heartbeat, stop=stop)
+        retire_claim_key(conf)
     out = _merge(conf, ident) if ident is not None else conf
     claim = conf.provisioning.claim_cert_file
     if claim is not None and out.connection.cert_file is not None and \

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from cloud.preprovision.allowlist import AllowlistError, FileAllowlist
 from emulator.broker import BrokerError
 from emulator.lifecycle import DEFAULT_THING, Component, Emulator
 from emulator.pki import PkiError
@@ -28,6 +29,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument("--state-dir", type=Path, required=True, help="CA, certificates, broker files, emulator.json")
     serve.add_argument("--port", type=int, default=None, help="TCP port on 127.0.0.1 (default: previous or free)")
     serve.add_argument("--thing", default=DEFAULT_THING, help=f"ready-made device identity (default {DEFAULT_THING})")
+    serve.add_argument("--serial-allowlist", type=Path, default=None, metavar="FILE",
+                       help="serials allowed to onboard by fleet provisioning (.json or .csv, re-read on change; "
+                            "default: any serial)")
     serve.set_defaults(func=serve_cmd)
     _register_extra(esub)
 
@@ -56,6 +60,13 @@ def serve_cmd(args: argparse.Namespace) -> int:
     if args.port is not None and not 1 <= args.port <= 65535:
         print(f"error: --port must be 1..65535, got {args.port}", file=sys.stderr)
         return 2
+    allowlist = None
+    if args.serial_allowlist is not None:
+        try:
+            allowlist = FileAllowlist(args.serial_allowlist)
+        except AllowlistError as exc:
+            print(f"error: --serial-allowlist: {exc}", file=sys.stderr)
+            return 2
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -64,7 +75,8 @@ def serve_cmd(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         emu = Emulator(
-            args.state_dir, port=args.port, thing=args.thing, components=_serve_components(), fleet_provisioning=True
+            args.state_dir, port=args.port, thing=args.thing, components=_serve_components(), fleet_provisioning=True,
+            serial_allowlist=allowlist,
         )
     except PkiError as exc:
         print(f"error: --thing: {exc}", file=sys.stderr)

@@ -25,6 +25,7 @@ from typing import Any
 from awscrt import mqtt5
 
 from agent import payload
+from cloud.preprovision.allowlist import FileAllowlist
 from emulator.admin import Admin, AdminRequestError
 from emulator.admin_client import admin_client
 from emulator.lifecycle import Emulator
@@ -41,7 +42,10 @@ def say(msg: str, color: str = "") -> None:
     print(f"{color}{msg}{RESET if color else ''}", flush=True)
 
 
-def agent_config(state: Path, info: Any, dynament_link: Path | None) -> str:
+DEMO_SERIAL = "demo-0001"
+
+
+def agent_config(state: Path, info: Any, dynament_link: Path | None, serial_file: Path) -> str:
     sensors = """
 [[sensors]]
 id = "site-sim"
@@ -75,6 +79,7 @@ claim_cert_file = "{info.claim_cert_file}"
 claim_key_file = "{info.claim_key_file}"
 template_name = "{info.template_name}"
 parameters = {{ SiteId = "demo-site" }}
+serial_source = "file:{serial_file}"
 [uplink]
 encoding = "compact"
 batch_max_age_s = 3.0
@@ -208,7 +213,12 @@ def main() -> int:
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
     recorder = TelemetryRecorder()
-    emu = Emulator(base / "emulator", components=[DeviceServices(), recorder], fleet_provisioning=True)
+    # The serial "written at manufacturing", and the fleet's allowlist of manufactured serials that
+    # the pre-provisioning hook (cloud/preprovision) checks before the gateway may register.
+    (base / "serial").write_text(DEMO_SERIAL + "\n")
+    (base / "serials.csv").write_text(f"serial,site\n{DEMO_SERIAL},demo-site\n")
+    emu = Emulator(base / "emulator", components=[DeviceServices(), recorder], fleet_provisioning=True,
+                   serial_allowlist=FileAllowlist(base / "serials.csv"))
     agent: subprocess.Popen[bytes] | None = None
     device: subprocess.Popen[bytes] | None = None
     viewer: mqtt5.Client | None = None
@@ -219,9 +229,12 @@ def main() -> int:
         if device:
             say(f"emulated Dynament NDIR sensor on {base / 'ttyDYNAMENT'} (a pty speaking the real protocol)", GREEN)
         conf = base / "agent.toml"
-        conf.write_text(agent_config(base / "agent-state", info, base / "ttyDYNAMENT" if device else None))
+        conf.write_text(agent_config(base / "agent-state", info, base / "ttyDYNAMENT" if device else None,
+                                     base / "serial"))
         viewer, q = watcher(info)
         say("starting the agent with only a claim certificate: it provisions itself, then streams", GREEN)
+        say(f"  pre-provisioning hook: serial {DEMO_SERIAL} is on the allowlist {base / 'serials.csv'} "
+            "(pinned to site demo-site); any other serial, or a second registration of it, is refused", DIM)
         agent = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--config", str(conf)],
             cwd=ROOT, stderr=open(base / "agent.log", "wb"),  # noqa: SIM115 - closed with the process

@@ -1,7 +1,10 @@
 """What an operator does in the AWS console before devices can provision, done for the emulator at
 start: create the IoT policies from ``config/``, register the claim certificate with the claim
 policy, register the fleet provisioning template, and register the emulator's own admin and
-ready-made device identities. Also builds the broker's authz plugin."""
+ready-made device identities. Also builds the broker's authz plugin.
+
+Unless a test passes a hook of its own, RegisterThing goes through the project's pre-provisioning
+hook (``cloud/preprovision``, as the Lambda runs it in AWS) with ``allowlist`` (default: open)."""
 
 from __future__ import annotations
 
@@ -9,10 +12,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from cloud.preprovision.allowlist import OpenAllowlist
+from cloud.preprovision.ports import Allowlist
 from emulator import authz
 from emulator.broker import AuthzPlugin
 from emulator.pki import CertificateAuthority, cert_id
 from emulator.registry import Registry
+from emulator.services.preprovision import project_hook
 from emulator.services.provisioning import Hook, Template, load_template_file
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
@@ -36,7 +42,7 @@ class FleetSetup:
 
 def prepare(state_dir: Path, ca: CertificateAuthority, admin_cert: Path, device_cert: Path, thing: str,
             hook: Hook | None = None, template_file: Path = TEMPLATE_FILE,
-            template_name: str = TEMPLATE_NAME) -> FleetSetup:
+            template_name: str = TEMPLATE_NAME, allowlist: Allowlist | None = None) -> FleetSetup:
     registry = Registry(state_dir / "registry")
     registry.put_policy(DEVICE_POLICY, json.loads(DEVICE_POLICY_FILE.read_text()))
     registry.put_policy(CLAIM_POLICY, json.loads(CLAIM_POLICY_FILE.read_text()))
@@ -49,8 +55,11 @@ def prepare(state_dir: Path, ca: CertificateAuthority, admin_cert: Path, device_
         registry.put_thing(thing, {"site": "site-1"}, principals=[dev_id])
     claim_cert, claim_key = ca.issue_client(CLAIM_IDENTITY)
     claim_pem = claim_cert.read_text()
-    if registry.certificate(cert_id(claim_pem)) is None:
-        registry.add_certificate(cert_id(claim_pem), claim_pem, "ACTIVE", policies=[CLAIM_POLICY])
+    claim_id = cert_id(claim_pem)
+    if registry.certificate(claim_id) is None:
+        registry.add_certificate(claim_id, claim_pem, "ACTIVE", policies=[CLAIM_POLICY])
+    if hook is None:
+        hook = project_hook(registry, [claim_id], allowlist or OpenAllowlist())
     registry.write_authz()
     library = authz.build_plugin()
     plugin = AuthzPlugin(library, registry.authz_file, state_dir / "broker" / authz.STATS_FILE)

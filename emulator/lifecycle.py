@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from cloud.preprovision.ports import Allowlist
 from emulator.broker import Broker, BrokerError, BrokerFiles, PortInUseError, default_acl
 from emulator.fleet_setup import FleetSetup
 from emulator.fleet_setup import prepare as prepare_fleet
@@ -48,6 +49,7 @@ class Emulator:
         claim_identities: Sequence[str] = (),
         fleet_provisioning: bool = False,
         provisioning_hook: Hook | None = None,
+        serial_allowlist: Allowlist | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.port = port
@@ -61,7 +63,9 @@ class Emulator:
         # With fleet_provisioning the broker authorises per certificate through the authz plugin
         # (emulator/authz.py) and the fleet provisioning service runs; see docs/emulator.md.
         self.fleet_provisioning = fleet_provisioning
+        # None: the project's hook (cloud/preprovision) with serial_allowlist (None: open).
         self.provisioning_hook = provisioning_hook
+        self.serial_allowlist = serial_allowlist
         self.fleet: FleetSetup | None = None
 
     def add_component(self, component: Component) -> None:
@@ -98,7 +102,8 @@ class Emulator:
         acl = default_acl(self.claim_identities)
         plugin = None
         if self.fleet_provisioning:
-            self.fleet = prepare_fleet(self.state_dir, ca, admin_cert, dev_cert, self.thing, self.provisioning_hook)
+            self.fleet = prepare_fleet(self.state_dir, ca, admin_cert, dev_cert, self.thing, self.provisioning_hook,
+                                       allowlist=self.serial_allowlist)
             plugin = self.fleet.plugin
         self.broker = Broker(self.state_dir / "broker", files, port=port, acl=acl, authz_plugin=plugin)
         try:

@@ -287,6 +287,14 @@ class Registry:
             for cid in principals:
                 db.execute("INSERT OR IGNORE INTO thing_principals VALUES (?, ?)", (name, cid))
 
+    def delete_thing(self, name: str) -> None:
+        """Detach every principal and delete the thing (an operator re-enrolling a wiped gateway:
+        ``aws iot detach-thing-principal`` for each certificate, then ``aws iot delete-thing``)."""
+        with self._tx() as db:
+            if db.execute("DELETE FROM things WHERE name=?", (name,)).rowcount == 0:
+                raise RegistryError(f"no thing named {name!r}")
+            db.execute("DELETE FROM thing_principals WHERE thing=?", (name,))
+
     # -- authz -----------------------------------------------------------------------------------
     def write_authz(self) -> None:
         with self._lock:

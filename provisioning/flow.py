@@ -12,6 +12,12 @@ A crash or a lost network at any point resumes from the last recorded step:
   backwards, or a RegisterThing that rejects the token, all mean creating the certificate again;
 - a certificate whose answer was lost (crash before the state was saved) is simply orphaned:
   IoT Core deletes a certificate nobody registered within the hour;
+- a crash after RegisterThing was sent but before its answer was saved: the ownership token is
+  spent and the project's pre-provisioning hook refuses the claim certificate for a thing that
+  now exists, so the flow first tries the stored pair as the thing ``thing_name_format`` names
+  (the shipped template's ``methane-<serial>``); if it connects, RegisterThing went through and
+  provisioning goes on from there (the template's deviceConfiguration answer is lost with the
+  crash); if the broker refuses it, it registers as usual;
 - after ``identity-written`` only the verification (connect with the new certificate and publish
   to the thing's own topic) is repeated.
 
@@ -110,6 +116,9 @@ class Settings:
     max_connect_attempts: int = 4
     request_timeout_s: int = 30
     verify_topic: str = VERIFY_TOPIC
+    # The thing name the template makes from the serial; only used to finish a registration whose
+    # answer a crash lost (see the module docstring).
+    thing_name_format: str = "methane-{serial}"
 
 
 @dataclass
@@ -302,9 +311,13 @@ class Provisioner:
         self._mark("identity-written")
 
     def _register(self, state: State, method: Method, serial: str, params: dict[str, str]) -> None:
+        if state.data.get("register_sent") and state.at_least("certificate-created") \
+                and self._registration_went_through(state, serial, params):
+            return
         for attempt in (1, 2):
             if not state.at_least("certificate-created") or self._token_stale(state):
                 self._create_certificate(state, method, serial)
+            state.advance(state.step, register_sent=True)  # from here a crash may leave the thing registered
             try:
                 reg = self._claim().register_thing(self.s.template_name, params, str(state.data["ownership_token"]))
             except ServiceRejected as exc:
@@ -320,6 +333,30 @@ class Provisioner:
                       template_name=self.s.template_name, parameters=params)
         self._mark("thing-registered")
         log.info("thing registered", extra={"thing_name": reg.thing_name, "template": self.s.template_name})
+
+    def _registration_went_through(self, state: State, serial: str, params: dict[str, str]) -> bool:
+        """After a crash that may have lost RegisterThing's answer: does the stored pair already
+        connect as the thing? Refused means it was never registered (go on as usual); a network
+        failure propagates (transient: try again later, the token is still within its hour)."""
+        thing_name = self.s.thing_name_format.format(serial=serial)
+        probe = Identity(thing_name=thing_name, endpoint=self.s.endpoint.host,
+                         certificate_id=str(state.data["certificate_id"]),
+                         cert_file=self.dir / str(state.data["cert_file"]),
+                         key_file=self.dir / str(state.data["key_file"]))
+        self._close_claim()
+        try:
+            verify_identity(probe, self.s.endpoint, topic=self.s.verify_topic, max_attempts=1,
+                            timeout_s=self.s.request_timeout_s)
+        except ConnectFailed as exc:
+            if exc.transient:
+                raise
+            log.info("stored certificate not registered yet, registering", extra={"thing_name": thing_name})
+            return False
+        log.info("registration found after a lost answer", extra={"thing_name": thing_name})
+        state.advance("thing-registered", thing_name=thing_name, device_configuration={},
+                      template_name=self.s.template_name, parameters=params)
+        self._mark("thing-registered")
+        return True
 
     def _token_stale(self, state: State) -> bool:
         if state.at_least("thing-registered"):
@@ -363,6 +400,7 @@ class Provisioner:
             certificate_id=res.certificate_id,
             ownership_token=res.ownership_token,
             certificate_created_at=self._clock(),
+            register_sent=False,
         )
         self._mark("certificate-created")
         log.info("certificate created", extra={"certificate_id": res.certificate_id, "method": method})

@@ -139,7 +139,7 @@ source_id() {
     (
         cd "$SRC"
         sha256sum requirements.lock pyproject.toml
-        find agent drivers provisioning emulator -type f \( -name '*.py' -o -name '*.json' -o -name '*.toml' -o -name '*.conf' \) \
+        find agent drivers provisioning emulator cloud -type f \( -name '*.py' -o -name '*.json' -o -name '*.toml' -o -name '*.conf' \) \
             -not -path '*/__pycache__/*' 2>/dev/null | LC_ALL=C sort | xargs -r sha256sum
     ) | sha256sum | cut -c1-16
 }
@@ -163,7 +163,7 @@ build_venv() {
         stage=$(mktemp -d)
         trap 'rm -rf "$stage"' EXIT
         cp -r "$SRC/pyproject.toml" "$SRC/README.md" "$stage/"
-        for pkg in agent drivers provisioning emulator; do
+        for pkg in agent drivers provisioning emulator cloud; do
             [ -d "$SRC/$pkg" ] && cp -r "$SRC/$pkg" "$stage/"
         done
         find "$stage" -name __pycache__ -type d -prune -exec rm -rf {} +
@@ -225,6 +225,9 @@ do_install() {
         say "installed $ETC/agent.toml from config/agent.example.toml"
     fi
     ensure_dir "$STATE" "$NAME" "$NAME" 0700
+    # The fleet's claim certificate and key go here: the agent deletes them once its own identity
+    # is verified (under ProtectSystem=strict it could not delete them from $ETC).
+    ensure_dir "$STATE/claim" "$NAME" "$NAME" 0700
     ensure_dir "$LOGS" "$NAME" "$NAME" 0750
 
     # DeviceAllow=char-ttyUSB (and -ACM, -i2c) resolve to majors when the service starts, from the
@@ -249,7 +252,9 @@ do_install() {
     cat <<EOF
 
 methane-agent is installed$([ "$ROOT" = / ] || printf " in %s" "$ROOT"). Next steps:
-  1. edit $ETC/agent.toml (connection.endpoint, sensors)
+  1. edit $ETC/agent.toml (connection.endpoint, sensors) and copy the fleet's claim files:
+       install -o $NAME -g $NAME -m 0600 claim.pem.crt claim.pem.key $STATE/claim/
+     (the agent deletes them once provisioned: the claim key is the whole fleet's secret)
   2. provision the device identity:
        sudo -u $NAME $OPT/venv/bin/$NAME provision --config $ETC/agent.toml
   3. check it:   sudo -u $NAME $OPT/venv/bin/$NAME doctor --config $ETC/agent.toml

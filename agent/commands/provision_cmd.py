@@ -27,7 +27,7 @@ def _load(path: str) -> cfg.AgentConfig | None:
 
 
 def _provision(args: argparse.Namespace) -> int:
-    from agent.identity_setup import IdentitySetupError, provisioning_settings
+    from agent.identity_setup import IdentitySetupError, provisioning_settings, retire_claim_key
     from provisioning.flow import Provisioner, ProvisioningError, is_transient
     from provisioning.identity import IdentityError, PermissionProblem
     from provisioning.keys import CredentialError
@@ -56,6 +56,7 @@ def _provision(args: argparse.Namespace) -> int:
         print(f"provisioning failed: {exc}", file=sys.stderr)
         return EXIT_TEMPORARY if is_transient(exc) else EXIT_REFUSED
     ident = outcome.identity
+    retire_claim_key(conf)
     if outcome.already_provisioned:
         print(f"already provisioned as {ident.thing_name} (certificate {ident.certificate_id[:12]}); "
               "use --force to provision again")

@@ -65,13 +65,14 @@ class AgentProc:
 
 
 def write_config(path: Path, info: Any, state: Path, **over: Any) -> Path:
-    """A small, fast agent config for tests: 4 simulated channels at ``interval`` s."""
+    """A small, fast agent config for tests: 4 simulated channels at ``interval`` s. The site is the
+    one the emulator registers its ready-made device at (the device policy binds topics to it)."""
     interval = over.get("interval", 0.05)
     text = f"""
 state_dir = "{state}"
 [device]
 thing_name = "{info.device.thing_name}"
-site_id = "test-site"
+site_id = "site-1"
 [connection]
 endpoint = "{info.endpoint}"
 port = {info.port}

@@ -20,12 +20,14 @@ def test_doctor_round_trip_allowed_by_the_device_policy(tmp_path):
             cwd=ROOT, capture_output=True, text=True, timeout=90,
         )
         assert "PASS mqtt:" in r.stdout, r.stdout + r.stderr
-        # A topic the policy does not grant fails the same check: the test can fail.
-        r = subprocess.run(
-            [sys.executable, "-m", "agent", "doctor", "--config", str(config), "--skip", "clock", "--skip", "sensors",
-             "--topic", "dt/methane/test-site/other-thing/doctor"],
-            cwd=ROOT, capture_output=True, text=True, timeout=90,
-        )
-        assert "FAIL mqtt:" in r.stdout, r.stdout + r.stderr
+        # Topics the policy does not grant fail the same check: another thing's, and the device's own
+        # under a site other than the one recorded on its thing.
+        for topic in ("dt/methane/site-1/other-thing/doctor", "dt/methane/other-site/gw-0001/doctor"):
+            r = subprocess.run(
+                [sys.executable, "-m", "agent", "doctor", "--config", str(config), "--skip", "clock", "--skip",
+                 "sensors", "--topic", topic],
+                cwd=ROOT, capture_output=True, text=True, timeout=90,
+            )
+            assert "FAIL mqtt:" in r.stdout, topic + r.stdout + r.stderr
     finally:
         emu.stop()

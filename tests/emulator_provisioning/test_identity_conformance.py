@@ -139,18 +139,19 @@ def test_empty_reused_and_expired_tokens(fleet_emulator, claim):
     assert "expired" in err.error_message
 
 
-@pytest.mark.parametrize("params, fragment", [
-    ({}, "missing required parameter 'SerialNumber'"),
-    ({"SerialNumber": "has space"}, "thing name"),
-    ({"SerialNumber": "A", "Bogus": "1"}, "unknown parameter 'Bogus'"),
-    ({"SerialNumber": "A", "Model": "unknown-model"}, "Mappings"),
+@pytest.mark.parametrize("params, status, fragment", [
+    # The pre-provisioning hook runs before the template and refuses a serial it cannot check.
+    ({}, (403, "AccessDenied"), "hook"),
+    ({"SerialNumber": "has space"}, (403, "AccessDenied"), "hook"),
+    ({"SerialNumber": "A", "Bogus": "1"}, (400, "InvalidParameters"), "unknown parameter 'Bogus'"),
+    ({"SerialNumber": "A", "Model": "unknown-model"}, (400, "InvalidParameters"), "Mappings"),
 ])
-def test_bad_parameters_rejected_and_token_still_usable(claim, params, fragment):
+def test_bad_parameters_rejected_and_token_still_usable(claim, params, status, fragment):
     ident = claim.identity()
     keys = ident.create_keys_and_certificate(iotidentity.CreateKeysAndCertificateRequest()).result(20)
     err = rejected(ident.register_thing(iotidentity.RegisterThingRequest(
         template_name=TEMPLATE, certificate_ownership_token=keys.certificate_ownership_token, parameters=params)))
-    assert (err.status_code, err.error_code) == (400, "InvalidParameters")
+    assert (err.status_code, err.error_code) == status
     assert fragment in err.error_message
     # The device corrects its request and retries with the same token.
     assert register(ident, keys.certificate_ownership_token, {"SerialNumber": "OK1"}).thing_name == "methane-OK1"
@@ -241,3 +242,31 @@ def test_hook_denies_and_overrides(tmp_path):
     finally:
         claim.stop()
         emu.stop()
+
+
+def test_device_publishes_only_under_its_own_site_and_only_to_the_projects_ingest_rule(fleet_emulator, claim,
+                                                                                      connect):
+    """The device policy binds the site level to the thing's `site` attribute (a `*` there would span
+    `/` and any site) and Basic Ingest to the project's rule `methane_ingest`."""
+    keys, _ = provision(claim, "Site1", site="north")
+    dev = connect(None, None, client_id="methane-Site1", cert_bytes=keys.certificate_pem.encode(),
+                  key_bytes=keys.private_key.encode())
+    assert dev.connected.result()
+    refused = mqtt5.PubackReasonCode.NOT_AUTHORIZED
+    assert dev.publish("dt/methane/north/methane-Site1/telemetry").reason_code in DELIVERED
+    assert dev.publish("$aws/rules/methane_ingest/dt/methane/north/methane-Site1/telemetry").reason_code in DELIVERED
+    for topic in ("dt/methane/south/methane-Site1/telemetry",
+                  "dt/methane/north/x/methane-Site1/telemetry",
+                  "$aws/rules/methane_ingest/dt/methane/south/methane-Site1/telemetry",
+                  "$aws/rules/someone_elses_rule/dt/methane/north/methane-Site1/telemetry"):
+        assert dev.publish(topic).reason_code == refused, topic
+    assert dev.subscribe("dt/methane/north/methane-Site1/doctor") == [mqtt5.SubackReasonCode.GRANTED_QOS_1]
+    assert dev.subscribe("dt/methane/south/methane-Site1/doctor") == [mqtt5.SubackReasonCode.NOT_AUTHORIZED]
+    # The operator moves the thing to another site: the policy follows the attribute at once.
+    registry = fleet_emulator.fleet.registry
+    registry.put_thing("methane-Site1", {**registry.thing("methane-Site1").attributes, "site": "south"})
+    deadline = time.monotonic() + 10
+    while dev.publish("dt/methane/south/methane-Site1/telemetry").reason_code not in DELIVERED:
+        assert time.monotonic() < deadline, "the new site was never allowed"
+        time.sleep(0.2)
+    assert dev.publish("dt/methane/north/methane-Site1/telemetry").reason_code == refused

@@ -89,6 +89,12 @@ def test_second_run_does_nothing_even_offline_and_force_reprovisions(fleet, sett
     assert again.already_provisioned and again.identity == first and again.steps == []
     fleet.start()
     s2 = make_settings(fleet, s.state_dir, s.hardware_root)  # same state, emulator's new port
+    # The claim certificate may not take over a thing that exists (the pre-provisioning hook):
+    # re-enrolment needs an operator to delete the thing first. The old identity stays in force.
+    with pytest.raises(RegistrationRejected, match="AccessDenied"):
+        provision(s2, force=True)
+    assert identity.load(s.state_dir) == first and first.key_file.exists()
+    fleet.fleet.registry.delete_thing(first.thing_name)
     forced = provision(s2, force=True)
     assert not forced.already_provisioned
     new = forced.identity
@@ -249,6 +255,9 @@ def test_sigkill_at_each_step_then_resume(fleet, settings, kill_at, method):
     assert out.already_provisioned == (kill_at == "verified")
     cert = fleet.fleet.registry.certificate(out.identity.certificate_id)
     assert cert is not None and cert.status == "ACTIVE"
+    # One live identity per thing: a registration whose answer the crash lost is found again,
+    # not repeated with a second certificate (the hook would refuse that anyway).
+    assert fleet.fleet.registry.thing(THING).principals == (out.identity.certificate_id,)
     x509.load_pem_x509_certificate(out.identity.cert_file.read_bytes())
 
 

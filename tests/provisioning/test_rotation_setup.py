@@ -155,6 +155,63 @@ def test_prepare_identity_provisions_and_fills_config(fleet, tmp_path, hardware_
     assert prepare_identity(conf).connection.cert_file == ident.cert_file
 
 
+def _with_hardware(monkeypatch, hardware_root):
+    from agent import identity_setup
+
+    real = identity_setup.provisioning_settings
+    monkeypatch.setattr(identity_setup, "provisioning_settings",
+                        lambda c: dataclasses.replace(real(c), hardware_root=hardware_root))
+
+
+def test_claim_key_in_the_state_claim_dir_is_deleted_once_provisioned(fleet, tmp_path, hardware_root, monkeypatch,
+                                                                      caplog):
+    info = fleet.info
+    claim_dir = tmp_path / "state" / "claim"
+    claim_dir.mkdir(parents=True)
+    for src in (info.claim_cert_file, info.claim_key_file):
+        (claim_dir / src.name).write_bytes(src.read_bytes())
+        os.chmod(claim_dir / src.name, 0o600)
+    conf = agent_conf(fleet, tmp_path, hardware_root, claim_cert_file=str(claim_dir / info.claim_cert_file.name),
+                      claim_key_file=str(claim_dir / info.claim_key_file.name))
+    _with_hardware(monkeypatch, hardware_root)
+    out = prepare_identity(conf)
+    assert out.device.thing_name == THING
+    assert list(claim_dir.iterdir()) == []  # the fleet's secret is gone from this gateway
+    assert prepare_identity(conf).device.thing_name == THING  # later starts do not need it
+
+    # A claim key kept anywhere else is left alone, with a warning naming it.
+    other = agent_conf(fleet, tmp_path / "b", hardware_root)
+    before = info.claim_key_file.read_bytes()
+    caplog.set_level("WARNING", logger="agent.identity_setup")
+    from agent.identity_setup import retire_claim_key
+
+    retire_claim_key(other)
+    assert info.claim_key_file.read_bytes() == before
+    assert any("claim key is still readable" in r.getMessage() for r in caplog.records)
+
+
+def test_unset_site_id_follows_the_site_the_thing_was_registered_with(tmp_path, hardware_root, monkeypatch):
+    from cloud.preprovision.allowlist import FileAllowlist
+    from tests.provisioning.conftest import SERIAL, start_emulator
+
+    allow = tmp_path / "serials.json"
+    allow.write_text(json.dumps([{"serial": SERIAL, "site": "pinned-9"}]))
+    emu = start_emulator(tmp_path / "emu", serial_allowlist=FileAllowlist(allow))
+    try:
+        conf = agent_conf(emu, tmp_path, hardware_root)
+        data = conf.model_dump(mode="json")
+        del data["device"]["site_id"]  # not set in the file
+        conf = cfg.validate(data)
+        _with_hardware(monkeypatch, hardware_root)
+        out = prepare_identity(conf)
+        assert out.device.site_id == "pinned-9"
+        # An explicit site_id still wins (with a warning): the operator's file is the last word.
+        explicit = agent_conf(emu, tmp_path, hardware_root)
+        assert prepare_identity(explicit).device.site_id == "site-7"
+    finally:
+        emu.stop()
+
+
 def test_prepare_identity_refuses_loose_key_with_fix(fleet, tmp_path, hardware_root, monkeypatch):
     s = make_settings(fleet, tmp_path / "state", hardware_root)
     ident = provision(s).identity

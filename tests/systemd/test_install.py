@@ -91,6 +91,7 @@ def test_install_twice_gives_the_same_tree(tmp_path):
         "etc/methane-agent": (0o750, 0, gid),
         "etc/methane-agent/agent.toml": (0o640, 0, gid),
         "var/lib/methane-agent": (0o700, uid, gid),
+        "var/lib/methane-agent/claim": (0o700, uid, gid),  # claim files; the agent deletes them once provisioned
         "var/log/methane-agent": (0o750, uid, gid),
         "opt/methane-agent": (0o755, 0, 0),
         "etc/systemd/system/methane-agent.service": (0o644, 0, 0),
@@ -208,6 +209,7 @@ def test_real_venv_from_the_hash_pinned_lock_then_verify(tmp_path):
         "drivers",
         "provisioning",
         "emulator",
+        "cloud",
         "config",
         "systemd",
         "docs",
