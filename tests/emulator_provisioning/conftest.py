@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from awscrt import mqtt5, mqtt_request_response
-from awsiot import iotidentity, mqtt5_client_builder
+from awsiot import V2ServiceException, iotidentity, mqtt5_client_builder
 
 from emulator import Emulator
 
@@ -90,6 +90,15 @@ class Device:
     def stop(self) -> None:
         self.client.stop()
         self.stopped.wait(10)
+
+
+def rejected(fut) -> iotidentity.V2ErrorResponse:
+    """The service's modeled error of a request that must fail."""
+    with pytest.raises(V2ServiceException) as exc:
+        fut.result(20)
+    err = exc.value.modeled_error
+    assert isinstance(err, iotidentity.V2ErrorResponse), exc.value
+    return err
 
 
 @pytest.fixture

@@ -8,14 +8,14 @@ import time
 
 import pytest
 from awscrt import mqtt5
-from awsiot import V2ServiceException, iotidentity
+from awsiot import iotidentity
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from emulator import Emulator
-from tests.emulator_provisioning.conftest import Device
+from tests.emulator_provisioning.conftest import Device, rejected
 
 TEMPLATE = "methane-fleet"
 DELIVERED = (mqtt5.PubackReasonCode.SUCCESS, mqtt5.PubackReasonCode.NO_MATCHING_SUBSCRIBERS)
@@ -24,14 +24,6 @@ DELIVERED = (mqtt5.PubackReasonCode.SUCCESS, mqtt5.PubackReasonCode.NO_MATCHING_
 def register(ident, token, params, template=TEMPLATE):
     return ident.register_thing(iotidentity.RegisterThingRequest(
         template_name=template, certificate_ownership_token=token, parameters=params)).result(20)
-
-
-def rejected(fut) -> iotidentity.V2ErrorResponse:
-    with pytest.raises(V2ServiceException) as exc:
-        fut.result(20)
-    err = exc.value.modeled_error
-    assert isinstance(err, iotidentity.V2ErrorResponse), exc.value
-    return err
 
 
 def provision(claim: Device, serial: str, site: str = "s1"):

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 from awscrt import mqtt5
-from awsiot import V2ServiceException, iotidentity
+from awsiot import iotidentity
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from emulator.registry import Registry
 from emulator.state import EmulatorInfo
-from tests.emulator_provisioning.conftest import Device
+from tests.emulator_provisioning.conftest import Device, rejected
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = "methane-fleet"
@@ -55,14 +55,6 @@ def served(tmp_path_factory):
 
 
 @pytest.fixture
-def devices():
-    made: list[Device] = []
-    yield made
-    for d in made:
-        d.stop()
-
-
-@pytest.fixture
 def connect(served, devices):
     def make(client_id=None, cert=None, key=None, cert_pem=None, key_pem=None) -> Device:
         d = Device(served, cert, key, client_id,
@@ -73,14 +65,6 @@ def connect(served, devices):
         return d
 
     return make
-
-
-def rejected(fut) -> iotidentity.V2ErrorResponse:
-    with pytest.raises(V2ServiceException) as exc:
-        fut.result(20)
-    err = exc.value.modeled_error
-    assert isinstance(err, iotidentity.V2ErrorResponse), exc.value
-    return err
 
 
 def new_csr() -> tuple[str, str]:
