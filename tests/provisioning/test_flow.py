@@ -158,7 +158,8 @@ def test_rejected_parameters_name_template_and_leave_claim_untouched(fleet, sett
         provision(s)
     msg = str(e.value)
     assert "'methane-fleet'" in msg and "SiteId='bad site!'" in msg and "SerialNumber='10000000c0ffee42'" in msg
-    assert e.value.cause.status_code == 400 and not e.value.transient
+    # The pre-provisioning hook refuses a SiteId that is not one topic level before the template runs.
+    assert e.value.cause.status_code == 403 and not e.value.transient
     assert fingerprint(s.claim_cert_file, s.claim_key_file) == claim_before
     assert identity.load(s.state_dir) is None
     # after the operator fixes the parameters, the same state resumes (same key, token still fresh)
