@@ -26,7 +26,7 @@ from agent.identity_setup import IdentitySetupError, prepare_identity
 from agent.notify import Notifier, WatchdogGate
 from agent.remote import RemoteManager
 from agent.sampler import Sampler
-from agent.spool import NewReading, Spool, SpoolError
+from agent.spool import Reading, Spool, SpoolError
 from agent.status import StatusServer, summary_line
 from agent.uplink import Uplink
 
@@ -75,7 +75,7 @@ class Agent:
         self.last_reload_error: str | None = None
 
     # --- data path -------------------------------------------------------------------------------
-    def _sink(self, items: list[NewReading]) -> None:
+    def _sink(self, items: list[Reading]) -> None:
         self.spool.append(items)
         if any(i.alarm for i in items):
             # An alarm is committed and offered to the uplink at once, not at the next group commit.

@@ -20,7 +20,7 @@ from typing import Any
 
 from agent.clock import ClockSync
 from agent.config import SensorConfig
-from agent.spool import NewReading
+from agent.reading import Reading
 from agent.supervise import Restarts, supervised
 from drivers import registry
 from drivers.base import Calibratable, Driver, DriverError, Measurement
@@ -77,7 +77,7 @@ class SensorTask:
     def __init__(
         self,
         conf: SensorConfig,
-        sink: Callable[[list[NewReading]], None],
+        sink: Callable[[list[Reading]], None],
         clock: ClockSync,
         driver: Driver | None = None,
     ) -> None:
@@ -189,7 +189,7 @@ class SensorTask:
         for m in measurements:
             alarm = is_alarm(self.conf, m)
             items.append(
-                NewReading(
+                Reading.new(
                     ts_ms=ts_ms,
                     clock_synced=synced,
                     sensor_id=self.conf.id,
@@ -208,7 +208,7 @@ class SensorTask:
 class Sampler:
     """The set of running sensor tasks; ``apply`` reconfigures live (only changed sensors restart)."""
 
-    def __init__(self, sink: Callable[[list[NewReading]], None], clock: ClockSync) -> None:
+    def __init__(self, sink: Callable[[list[Reading]], None], clock: ClockSync) -> None:
         self.sink = sink
         self.clock = clock
         self.tasks: dict[str, SensorTask] = {}

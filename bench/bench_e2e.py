@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from agent.config import ConnectionConfig, UplinkConfig  # noqa: E402
-from agent.spool import NewReading, Spool  # noqa: E402
+from agent.spool import Reading, Spool  # noqa: E402
 from drivers.simulated import SimulatedDriver, SimulatedSettings  # noqa: E402
 
 THING = "gw-0001"
@@ -84,15 +84,15 @@ def poll(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.05
 
 
 # --- readings ------------------------------------------------------------------------------------------
-def sample_seconds(seconds: int, ts0_ms: int) -> list[list[NewReading]]:
+def sample_seconds(seconds: int, ts0_ms: int) -> list[list[Reading]]:
     """``seconds`` ticks of two seeded simulated sensors (8 channels), one tick per second."""
     drivers = [SimulatedDriver(SimulatedSettings(seed=i)) for i in range(CHANNELS // 4)]
-    ticks: list[list[NewReading]] = []
+    ticks: list[list[Reading]] = []
     for s in range(seconds):
         tick = []
         for i, d in enumerate(drivers):
             for m in d.read():
-                tick.append(NewReading(ts0_ms + 1000 * s, True, f"sim-{i + 1}", m.quantity, m.value, m.unit,
+                tick.append(Reading.new(ts0_ms + 1000 * s, True, f"sim-{i + 1}", m.quantity, m.value, m.unit,
                                        tuple(sorted(m.flags))))  # fmt: skip
         ticks.append(tick)
     return ticks
@@ -216,7 +216,7 @@ def _naive_client(info: dict[str, Any], client_id: str, iot_core_limits: bool = 
     return client, mqtt5
 
 
-def _naive_message(r: NewReading, seq: int) -> bytes:
+def _naive_message(r: Reading, seq: int) -> bytes:
     return json.dumps({"device": THING, "seq": seq, "timestamp": r.ts_ms, "clock_synced": r.clock_synced,
                        "sensor_id": r.sensor_id, "quantity": r.quantity, "value": r.value, "unit": r.unit,
                        "flags": list(r.flags)}).encode()  # fmt: skip
@@ -274,7 +274,7 @@ def child_naive_idle(p: dict[str, Any]) -> dict[str, Any]:
         for i, d in enumerate(drivers):
             for m in d.read():
                 seq += 1
-                r = NewReading(now_ms, True, f"sim-{i + 1}", m.quantity, m.value, m.unit, tuple(sorted(m.flags)))
+                r = Reading.new(now_ms, True, f"sim-{i + 1}", m.quantity, m.value, m.unit, tuple(sorted(m.flags)))
                 client.publish(mqtt5.PublishPacket(topic=TOPIC, payload=_naive_message(r, seq),
                                                    qos=mqtt5.QoS.AT_LEAST_ONCE)).result(30)  # fmt: skip
         next_t += 1.0

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from agent.spool import NewReading, Spool, SpoolTuning  # noqa: E402
+from agent.spool import Reading, Spool, SpoolTuning  # noqa: E402
 
 CHANNELS = 8
 ACK_EVERY_S = 60
@@ -67,10 +67,10 @@ class FakeClock:
         return self.t
 
 
-def tick_readings(sec: int, rng: random.Random) -> list[NewReading]:
+def tick_readings(sec: int, rng: random.Random) -> list[Reading]:
     """One second of a gateway: 8 channels (methane ppm, %LEL, temperature, humidity, ...)."""
     return [
-        NewReading(
+        Reading.new(
             ts_ms=TS0 + sec * 1000 + ch * 3,
             clock_synced=True,
             sensor_id=f"s{ch // 4}",
@@ -170,7 +170,7 @@ def _naive_open(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _naive_insert(conn: sqlite3.Connection, seq: int, r: NewReading) -> None:
+def _naive_insert(conn: sqlite3.Connection, seq: int, r: Reading) -> None:
     conn.execute(
         "INSERT INTO readings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (seq, r.ts_ms, r.clock_synced, r.sensor_id, r.quantity, r.value, r.unit, json.dumps(r.flags), r.alarm),

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -26,30 +24,29 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _offline_status(conf: cfg.AgentConfig) -> dict[str, Any]:
-    """No daemon answers: count what the spool file holds, strictly read-only (opening it as a Spool
-    could quarantine or migrate it, which a status command must never do)."""
+    """No daemon answers: report what the spool file holds, strictly read-only."""
+    from agent.spool import Spool, SpoolError
+
     out: dict[str, Any] = {"running": False, "spool": None}
     path = conf.spool_path
     if not path.exists():
         return out
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as db:
-            rows = 0
-            oldest: int | None = None
-            for table in ("routine", "alarm"):
-                n, low = db.execute(f"SELECT count(*), min(ts) FROM {table}").fetchone()  # noqa: S608
-                rows += n
-                if low is not None:
-                    oldest = low if oldest is None else min(oldest, low)
-    except sqlite3.Error as exc:
-        out["spool"] = {"path": str(path), "error": f"cannot read: {exc}"}
+        peek = Spool.peek(path)
+    except SpoolError as exc:
+        out["spool"] = {"path": str(path), "error": str(exc)}
         return out
+    oldest = peek.oldest_ts_ms
     out["spool"] = {
         "path": str(path),
-        "readings": rows,
-        "file_bytes": path.stat().st_size,
+        "readings": peek.readings,
+        "alarm_readings": peek.alarm_readings,
+        "file_bytes": peek.file_bytes,
         "oldest_ts_ms": oldest,
         "oldest_age_s": None if oldest is None else round(time.time() - oldest / 1000, 1),
+        "epoch": peek.epoch,
+        "seq_skipped": peek.seq_skipped,
+        "clean_shutdown": peek.clean_shutdown,
     }
     return out
 

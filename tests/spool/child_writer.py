@@ -11,7 +11,7 @@ import random
 import sys
 from pathlib import Path
 
-from agent.spool import NewReading, Spool
+from agent.spool import Reading, Spool
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
         i += 1
         n = rng.randint(1, 40)
         sp.append(
-            NewReading(ts_ms=i, clock_synced=True, sensor_id="s", quantity="q", value=float(i), unit="u",
+            Reading.new(ts_ms=i, clock_synced=True, sensor_id="s", quantity="q", value=float(i), unit="u",
                        alarm=rng.random() < 0.05)
             for _ in range(n)
         )

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from agent.spool import NewReading, Spool
+from agent.spool import Reading, Spool
 
 TS0 = 1_767_225_600_000
 
 
-def reading(i: int, *, alarm: bool = False, sensor: str = "s1", flags: tuple[str, ...] = ()) -> NewReading:
-    return NewReading(
+def reading(i: int, *, alarm: bool = False, sensor: str = "s1", flags: tuple[str, ...] = ()) -> Reading:
+    return Reading.new(
         ts_ms=TS0 + i * 1000,
         clock_synced=i % 3 != 0,
         sensor_id=sensor,
@@ -26,7 +26,7 @@ def reading(i: int, *, alarm: bool = False, sensor: str = "s1", flags: tuple[str
     )
 
 
-def readings(n: int, start: int = 0, **kw: Any) -> list[NewReading]:
+def readings(n: int, start: int = 0, **kw: Any) -> list[Reading]:
     return [reading(start + i, **kw) for i in range(n)]
 
 
@@ -75,9 +75,8 @@ def make_spool(spool_path: Path) -> Iterator[Callable[..., Spool]]:
 
 def crash(sp: Spool) -> None:
     """Lose the process's RAM without a clean close: pending readings vanish, committed ones stay."""
-    conn = sp._conn
+    conn = sp._store.detach()
     assert conn is not None
-    sp._conn = None
     sp._pending.clear()
     conn.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import stat
@@ -11,7 +12,7 @@ import textwrap
 
 import pytest
 
-from agent.spool import NewReading, Spool, SpoolError
+from agent.spool import Reading, Spool, SpoolError
 
 from .conftest import TS0, FakeClock, all_rows, crash, reading, readings
 
@@ -117,11 +118,11 @@ def test_commit_due_follows_the_oldest_pending_reading(make_spool):
 def test_round_trip_of_every_field_and_merge_of_alarms(make_spool):
     sp = make_spool()
     items = [
-        NewReading(TS0, True, "s1", "ch4_ppm", 12.25, "ppm", ("warming_up",), False),
-        NewReading(TS0 + 1, False, "s1", "ch4_ppm", 5000.0, "ppm", (), True),
-        NewReading(-5, True, "s2", "temp", math.nan, "", ("stale", "sensor_fault"), False),
-        NewReading(2**62, False, "s2 é", "t\x00x", -math.inf, "degC", (), True),
-        NewReading(TS0 + 4, True, "s1", "ch4_ppm", 7, "ppm"),
+        Reading.new(TS0, True, "s1", "ch4_ppm", 12.25, "ppm", ("warming_up",), False),
+        Reading.new(TS0 + 1, False, "s1", "ch4_ppm", 5000.0, "ppm", (), True),
+        Reading.new(-5, True, "s2", "temp", math.nan, "", ("stale", "sensor_fault"), False),
+        Reading.new(2**62, False, "s2 é", "t\x00x", -math.inf, "degC", (), True),
+        Reading.new(TS0 + 4, True, "s1", "ch4_ppm", 7, "ppm"),
     ]
     out = sp.append(items)
     sp.commit()
@@ -162,12 +163,19 @@ def test_bad_input_names_the_problem_and_changes_nothing(make_spool, bad, messag
     sp = make_spool()
     sp.append(readings(2))
     before = sp.stats()
-    fields = {**reading(9).__dict__, **bad}
     with pytest.raises((TypeError, ValueError), match=message.replace("(", r"\(")):
-        sp.append([reading(8), NewReading(**fields)])
+        sp.append([reading(8), dataclasses.replace(reading(9), **bad)])
     assert sp.stats() == before
     sp.commit()
     assert seqs(all_rows(sp)) == [1, 2]
+
+
+def test_a_numbered_reading_is_refused_so_nothing_is_appended_twice(make_spool):
+    sp = make_spool()
+    [numbered] = sp.append(readings(1))
+    with pytest.raises(ValueError, match="#0: already has sequence number 1"):
+        sp.append([numbered])
+    assert sp.stats().next_seq == 2
 
 
 def test_bad_arguments(make_spool, spool_path):

@@ -10,7 +10,7 @@ import sqlite3
 
 import pytest
 
-from agent.spool_sidecar import sidecar_path
+from agent.spool.sidecar import sidecar_path
 from tests.spool.conftest import crash, readings
 
 

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from agent import spool_sidecar
-from agent.spool import NewReading, Spool
+from agent.spool import Reading, Spool
+from agent.spool import sidecar as spool_sidecar
 
 from .conftest import crash
 
@@ -26,7 +26,7 @@ def new_spool(path: Path) -> Spool:
 text = st.text(st.characters(codec="utf-8"), min_size=1, max_size=8)
 new_readings = st.lists(
     st.builds(
-        NewReading,
+        Reading.new,
         ts_ms=st.integers(-(2**63), 2**63 - 1),
         clock_synced=st.booleans(),
         sensor_id=st.sampled_from(["s1", "s2"]) | text,
@@ -47,13 +47,13 @@ class SpoolMachine(RuleBasedStateMachine):
         self.dir = Path(tempfile.mkdtemp(prefix="spool-prop-"))
         self.path = self.dir / "spool.db"
         self.sp = new_spool(self.path)
-        self.committed: dict[int, NewReading] = {}  # committed and not acked
-        self.pending: dict[int, NewReading] = {}
+        self.committed: dict[int, Reading] = {}  # committed and not acked
+        self.pending: dict[int, Reading] = {}
         self.acked: set[int] = set()
         self.high = 0  # committed high-water mark
 
     @rule(items=new_readings)
-    def append(self, items: list[NewReading]) -> None:
+    def append(self, items: list[Reading]) -> None:
         out = self.sp.append(items)
         expected_first = self.high + len(self.pending) + 1
         assert [r.seq for r in out] == list(range(expected_first, expected_first + len(items)))
@@ -161,7 +161,7 @@ def test_any_bytes_as_a_spool_file_open_into_a_working_spool(raw: bytes, keep_he
         sp = new_spool(path)
         try:
             assert sp.stats().quarantined in (0, 1)
-            got = sp.append([NewReading(1, True, "s", "q", 1.0, "u")])
+            got = sp.append([Reading.new(1, True, "s", "q", 1.0, "u")])
             assert sp.commit() == 1
             assert [r.seq for r in sp.read_after(0, 10)] == [got[0].seq]
         finally:

@@ -220,3 +220,43 @@ def _prune(path: Path, keep: int) -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{old}{suffix}")
         log.warning("deleted an old quarantined spool", extra={"path": str(old), "keep": keep})
+
+
+@dataclass(frozen=True)
+class Peek:
+    """What a spool file holds, read without opening it as a Spool (no quarantine, no migration)."""
+
+    readings: int
+    alarm_readings: int
+    oldest_ts_ms: int | None
+    file_bytes: int
+    epoch: str
+    seq_skipped: int
+    clean_shutdown: bool | None  # None: a file from before the mark existed
+
+
+def peek(path: Path) -> Peek:
+    """Count what ``path`` holds, strictly read-only. Raises sqlite3.Error when it cannot be read
+    (locked by the running agent, not a spool, corrupt)."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as conn:
+        rows = alarms = 0
+        oldest: int | None = None
+        for table in READING_TABLES:
+            n, low = conn.execute(f"SELECT count(*), min(ts) FROM {table}").fetchone()  # noqa: S608
+            rows += n
+            if table == "alarm":
+                alarms = n
+            if low is not None:
+                oldest = low if oldest is None else min(oldest, low)
+        meta = {k: v for k, v in conn.execute("SELECT k, v FROM meta") if isinstance(v, int)}
+    epoch = meta.get("epoch")
+    clean = meta.get("clean")
+    return Peek(
+        readings=rows,
+        alarm_readings=alarms,
+        oldest_ts_ms=oldest,
+        file_bytes=path.stat().st_size,
+        epoch=f"{epoch:08x}" if isinstance(epoch, int) and 0 <= epoch < 2**32 else "",
+        seq_skipped=meta.get("seq_skipped", 0),
+        clean_shutdown=None if clean is None else clean == 1,
+    )
