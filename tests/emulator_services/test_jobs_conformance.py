@@ -195,9 +195,11 @@ def test_step_timeout_times_out_and_minus_one_clears(device, admin):
 
     j2 = _job_id()
     admin.job_create({"a": 2}, [device.thing], job_id=j2)
-    _update(device, j2, S.IN_PROGRESS, step_timeout_in_minutes=2).result(T)
+    # 40 "minutes" (2 s) leave room for the clearing update on a loaded machine: with 2 (0.1 s) the
+    # timer sometimes fired before the second update arrived
+    _update(device, j2, S.IN_PROGRESS, step_timeout_in_minutes=40).result(T)
     _update(device, j2, S.IN_PROGRESS, step_timeout_in_minutes=-1).result(T)  # clears the timer
-    time.sleep(0.3)  # six timeout "minutes": it would have timed out by now
+    time.sleep(2.5)  # fifty timeout "minutes": it would have timed out by now
     assert admin.job_describe(j2, device.thing)["execution"]["status"] == "IN_PROGRESS"
 
 
