@@ -34,7 +34,7 @@ class _Timex(ctypes.Structure):
     ]
 
 
-def _adjtimex_synced() -> bool | None:
+def adjtimex_synced() -> bool | None:
     libc_name = ctypes.util.find_library("c")
     if not libc_name:
         return None
@@ -65,7 +65,7 @@ class ClockSync:
         if self.source in ("auto", "timesyncd") and self.flag_file.exists():
             return True
         if self.source in ("auto", "adjtimex"):
-            return bool(_adjtimex_synced())
+            return bool(adjtimex_synced())
         return False
 
     def synced(self) -> bool:

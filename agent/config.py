@@ -310,6 +310,10 @@ class AgentConfig(_Section):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+class ConfigRejected(Exception):
+    """A valid config that cannot be applied live (or at all); nothing was changed."""
+
+
 class ConfigError(Exception):
     """Invalid configuration. ``errors`` lists (key path, reason), ready to print."""
 

@@ -15,13 +15,15 @@ import time
 import traceback
 from typing import Any
 
-# A PEM block, also one cut short by a truncation (no END line left, or a BEGIN line missing its
-# first dashes).
-_PEM = re.compile(r"-*BEGIN [A-Z0-9 ]*(?:KEY|CERTIFICATE|REQUEST)[A-Z0-9 ]*-+.*?(?:-+END [A-Z0-9 ]+-+|\Z)", re.S)
+# A PEM block, also one cut short by a truncation (no END line left, or the start of its BEGIN
+# line gone).
+_PEM = re.compile(
+    r"(?:-*BEGIN [A-Z0-9 ]*-+|[A-Z0-9 ]*(?:KEY|CERTIFICATE|REQUEST)-{2,}).*?(?:-+END [A-Z0-9 ]+-+|\Z)", re.S
+)
 # Key material without its BEGIN line (the tail of a cut PEM, base64 DER): a base64 run of 40+
 # characters next to a newline (real or escaped, as in a repr) as PEM lines are, or of 200+
 # anywhere. Hex-only runs (digests, certificate ids) are left alone.
-_B64_RUN = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
+_B64_RUN = re.compile(r"(?<!\\)[A-Za-z0-9+/]{40,}={0,2}")  # not starting at the n of an escaped \n
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _NEWLINE_BEFORE = ("\n", "\\n")
 _NEWLINE_AFTER = ("\n", "\r", "\\n", "\\r")

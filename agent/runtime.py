@@ -1,6 +1,6 @@
 """The daemon: wires sampler -> spool -> uplink on one asyncio loop, serves status, talks to
-systemd, and owns the one apply path for configuration changes (file at start, SIGHUP, and later
-shadow deltas and config-update jobs).
+systemd, owns the one apply path for configuration changes (file at start, SIGHUP, shadow deltas
+and config-update jobs), and is the one place that decides which features (agent/feature.py) run.
 
 Start-up never waits for the network: READY=1 is sent once sensors are sampling into the spool, so
 a gateway that boots with no 5G signal runs, spools, and drains when the link comes up."""
@@ -21,10 +21,15 @@ import agent
 from agent import config as cfg
 from agent import logs
 from agent.clock import ClockSync
+from agent.config import ConfigRejected
 from agent.connection import Connection
+from agent.feature import Feature, Ports
 from agent.identity_setup import IdentitySetupError, prepare_identity
 from agent.notify import Notifier, WatchdogGate
-from agent.remote import RemoteManager
+from agent.remote.jobs import JobsFeature
+from agent.remote.jobs.actions import ActionEnv
+from agent.remote.layer import ConfigLayer
+from agent.remote.shadow import ShadowFeature
 from agent.sampler import Sampler
 from agent.spool import Reading, Spool, SpoolError
 from agent.status import StatusServer, summary_line
@@ -36,9 +41,7 @@ log = logging.getLogger(__name__)
 RESTART_ONLY = ("state_dir", "spool.path", "device.thing_name")
 STOP_BUDGET_S = 4.0  # SIGTERM must finish within 5 s
 
-
-class ConfigRejected(Exception):
-    """A valid config that cannot be applied live (or at all); nothing was changed."""
+__all__ = ["STOP_BUDGET_S", "Agent", "ConfigRejected", "load_config", "run"]
 
 
 def _get(conf: cfg.AgentConfig, dotted: str) -> Any:
@@ -49,7 +52,9 @@ def _get(conf: cfg.AgentConfig, dotted: str) -> Any:
 
 
 class Agent:
-    def __init__(self, conf: cfg.AgentConfig, config_path: Path | None = None) -> None:
+    def __init__(
+        self, conf: cfg.AgentConfig, config_path: Path | None = None, *, action_env: ActionEnv | None = None
+    ) -> None:
         self.conf = conf
         self.config_path = config_path
         self.started_monotonic = time.monotonic()
@@ -64,8 +69,11 @@ class Agent:
         self.clock = ClockSync(conf.clock.sync_source)
         self.sampler = Sampler(self._sink, self.clock)
         self.conn: Connection | None = None
-        self.remote: RemoteManager | None = None  # shadow + jobs (agent/remote)
         self.uplink: Uplink | None = None
+        # The remote config layers over the file (shadow and config-update jobs share them).
+        self.layer = ConfigLayer(conf, running=lambda: self.conf, apply=self.apply,
+                                 spool_bytes=lambda: self.spool.stats().bytes)
+        self.features: list[Feature] = self._features(action_env)
         self.notifier = Notifier.from_env()
         self.watchdog = WatchdogGate(self.notifier)
         self.status_server = StatusServer(conf.status_socket, self.status)
@@ -73,6 +81,42 @@ class Agent:
         self._tasks: list[asyncio.Task[Any]] = []
         self.reloads = 0
         self.last_reload_error: str | None = None
+        self.running = asyncio.Event()  # set once READY=1 went out
+
+    # --- features --------------------------------------------------------------------------------
+    def _features(self, action_env: ActionEnv | None) -> list[Feature]:
+        """THE wiring: which features run on this device, from the config. ``[remote]`` is read
+        once (changing it needs a restart). Add a feature here (docs/architecture.md)."""
+        remote = self.conf.remote
+        features: list[Feature] = []
+        if remote.shadow_enabled:
+            features.append(ShadowFeature(self.layer, remote))
+        if remote.jobs_enabled:
+            features.append(JobsFeature(self.layer, remote, action_env))
+        return features
+
+    def feature(self, name: str) -> Feature | None:
+        return next((f for f in self.features if f.name == name), None)
+
+    def _ports(self) -> Ports:
+        return Ports(
+            thing_name=self.thing,
+            config=lambda: self.conf,
+            apply=self.apply,
+            status=self.status,
+            connection=self.conn,
+            calibrate=self.sampler.calibrate,
+            request_stop=self.request_stop,
+        )
+
+    async def _start_features(self) -> None:
+        ports = self._ports()
+        for f in self.features:
+            await f.start(ports)
+
+    async def _stop_features(self) -> None:
+        for f in reversed(self.features):
+            await f.stop()
 
     # --- data path -------------------------------------------------------------------------------
     def _sink(self, items: list[Reading]) -> None:
@@ -129,8 +173,8 @@ class Agent:
                       extra={"path": str(self.conf.status_socket), "error": str(exc)})
         await self.sampler.apply(self.conf.sensors)
         self._make_uplink()
-        self.remote = RemoteManager(self)
-        await self.remote.start()
+        await self.layer.load_persisted()  # the persisted remote layers, offline too
+        await self._start_features()
         self._tasks.append(loop.create_task(self._committer(), name="committer"))
         self._tasks.append(loop.create_task(self._status_loop(), name="status"))
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -139,6 +183,7 @@ class Agent:
         self.watchdog.beat()
         self.watchdog.start()
         self.notifier.ready(summary_line(self.status()))
+        self.running.set()
         log.info(
             "agent running",
             extra={"version": agent.__version__, "thing": self.thing or "-", "sensors": len(self.sampler.tasks)},
@@ -153,8 +198,7 @@ class Agent:
         log.info("stopping")
         deadline = time.monotonic() + STOP_BUDGET_S
         await self.sampler.stop()
-        if self.remote is not None:
-            await self.remote.stop()  # before the connection stops
+        await self._stop_features()  # before the connection stops
         self.spool.commit()
         if self.uplink is not None:
             await self.uplink.stop(grace_s=max(0.1, min(1.5, deadline - time.monotonic() - 2)))
@@ -213,6 +257,9 @@ class Agent:
         return changed
 
     async def _restart_uplink(self) -> None:
+        """A new connection: the features stop, the connection and uplink are rebuilt, and the
+        features start again with ports naming the new connection."""
+        await self._stop_features()
         if self.uplink is not None:
             await self.uplink.stop(grace_s=1.0)
         if self.conn is not None:
@@ -220,8 +267,7 @@ class Agent:
         self._tasks = [t for t in self._tasks if t.get_name() != "uplink" or not t.cancel()]
         self.conn, self.uplink = None, None
         self._make_uplink()
-        if self.remote is not None:
-            await self.remote.rebind()
+        await self._start_features()
 
     async def reload(self) -> bool:
         """SIGHUP: re-read the file through the same validation; an invalid file changes nothing.
@@ -233,8 +279,7 @@ class Agent:
         ok = False
         try:
             new = load_config(self.config_path)
-            if self.remote is not None:
-                new = self.remote.layer(new)  # the remote layers stay on top of the file
+            new = self.layer.layer(new)  # the remote layers stay on top of the file
             await self.apply(new)
         except (cfg.ConfigError, ConfigRejected, IdentitySetupError) as exc:
             self.last_reload_error = str(exc)
@@ -273,7 +318,7 @@ class Agent:
                 inflight=us.inflight,
                 publishes_per_s=round(self.conn.publish_rate(), 2),
             )
-        return {
+        doc: dict[str, Any] = {
             "agent": {
                 "version": agent.__version__,
                 "pid": os.getpid(),
@@ -301,8 +346,15 @@ class Agent:
             },
             "uplink": up,
             "sensors": self.sampler.health(),
-            "remote": self.remote.status() if self.remote is not None else None,
+            "remote": {**self.layer.status(), "shadow": None, "jobs": None},
         }
+        for f in self.features:
+            *parents, leaf = f.status_key.split(".")
+            node = doc
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = f.status()
+        return doc
 
 
 def load_config(config_path: Path, *, heartbeat: Any = None, stop: threading.Event | None = None) -> cfg.AgentConfig:

@@ -20,6 +20,7 @@ from typing import Any
 
 from agent.clock import ClockSync
 from agent.config import SensorConfig
+from agent.feature import SensorNotRunning
 from agent.reading import Reading
 from agent.supervise import Restarts, supervised
 from drivers import registry
@@ -114,7 +115,8 @@ class SensorTask:
         no calibration, TimeoutError after ``timeout_s``."""
         driver = self._driver
         if not isinstance(driver, Calibratable):
-            raise DriverError("unsupported", f"driver {self.conf.driver} does not support calibration")
+            raise DriverError("unsupported",
+                              f"sensor {self.conf.id!r} (driver {self.conf.driver}) does not support calibration")
 
         def run() -> None:
             if not self._opened:
@@ -231,6 +233,13 @@ class Sampler:
                 continue
             self.tasks[sid] = task
             task.start()
+
+    async def calibrate(self, sensor_id: str, kind: str, value: float | None, timeout_s: float) -> None:
+        """Zero/span on a running sensor (see SensorTask.calibrate); SensorNotRunning otherwise."""
+        task = self.tasks.get(sensor_id)
+        if task is None:
+            raise SensorNotRunning(sensor_id)
+        await task.calibrate(kind, value, timeout_s)
 
     async def stop(self) -> None:
         await asyncio.gather(*(t.stop() for t in self.tasks.values()))

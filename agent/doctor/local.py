@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from agent import config as cfg
-from agent.clock import TIMESYNCD_FLAG, _adjtimex_synced
+from agent.clock import TIMESYNCD_FLAG, adjtimex_synced
 from agent.doctor.report import Result
 from drivers import registry
 from drivers.base import WARMING_UP, DriverError
@@ -124,7 +124,7 @@ def check_identity(creds: Credentials, now: dt.datetime | None = None) -> tuple[
 def clock_state(
     timedatectl: str | None = "timedatectl",
     flag_file: Path = TIMESYNCD_FLAG,
-    adjtimex: Callable[[], bool | None] = _adjtimex_synced,
+    adjtimex: Callable[[], bool | None] = adjtimex_synced,
 ) -> tuple[bool | None, str]:
     """(synchronised?, how we know). timedatectl asks systemd-timedated, which knows about timesyncd,
     chrony and ntpd; without a running systemd, the timesyncd flag file; then the kernel's own

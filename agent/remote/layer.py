@@ -1,5 +1,7 @@
-"""The remote configuration layers laid over the local file's config, validated, applied through
-``Agent.apply`` and persisted (agent/remote/overlay.py).
+"""The remote configuration layers laid over the local file's config, validated, bounded by the
+file's ``[remote.bounds]`` (bounds.py), applied through the runtime's one apply path and persisted
+(overlay.py). Shared by the shadow and the jobs features; the runtime owns it (SIGHUP lays the
+layers over the reloaded file).
 
 Two layers: what config-update jobs patched in, and on top the shadow's ``desired.config`` (the
 shadow wins where both set a key; job keys the shadow leaves alone stay). All changes are
@@ -10,15 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agent import config as cfg
 from agent.remote import bounds, overlay
 from agent.remote.managed import ManagedError, managed_view, to_config
-
-if TYPE_CHECKING:
-    from agent.runtime import Agent
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,20 @@ def _deep_merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
 
 
 class ConfigLayer:
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        self.base: cfg.AgentConfig = agent.conf  # the local file's config, before any remote layer
+    def __init__(
+        self,
+        base: cfg.AgentConfig,
+        *,
+        running: Callable[[], cfg.AgentConfig],
+        apply: Callable[[cfg.AgentConfig], Awaitable[list[str]]],
+        spool_bytes: Callable[[], int],
+    ) -> None:
+        """``base``: the local file's config, before any remote layer; ``running``: the config in
+        force; ``apply``: the one apply path; ``spool_bytes``: what the spool holds now (bounds)."""
+        self.base = base
+        self._running = running
+        self._apply = apply
+        self._spool_bytes = spool_bytes
         self.layers: dict[str, dict[str, Any]] = {"job": {}, "shadow": {}}
         self.errors: ConfigErrors = []
         self.shadow_version: int | None = None
@@ -92,18 +103,16 @@ class ConfigLayer:
         """Make ``layers`` the remote layers. Returns [] when applied (or already in force), else
         the errors; on error nothing changed."""
         async with self._lock:
-            from agent.runtime import ConfigRejected  # runtime imports this package
-
             try:
                 new = self._bounded(self.base, self.combined(layers))
             except ManagedError as exc:
                 self.errors = exc.errors
                 log.warning("remote config rejected; nothing changed", extra={"errors": exc.errors})
                 return exc.errors
-            if new != self.agent.conf:
+            if new != self._running():
                 try:
-                    await self.agent.apply(new)
-                except ConfigRejected as exc:
+                    await self._apply(new)
+                except cfg.ConfigRejected as exc:
                     self.errors = [("config", str(exc))]
                     return self.errors
                 self.changes += 1
@@ -119,10 +128,13 @@ class ConfigLayer:
     def _bounded(self, base: cfg.AgentConfig, doc: dict[str, Any]) -> cfg.AgentConfig:
         """``doc`` over ``base``, validated and within the file's ``[remote.bounds]``."""
         new = to_config(base, doc)
-        errors = bounds.check(base, new, running=self.agent.conf, spool_bytes=self.agent.spool.stats().bytes)
+        errors = bounds.check(base, new, running=self._running(), spool_bytes=self._spool_bytes())
         if errors:
             raise ManagedError(errors)
         return new
 
     def reported(self) -> dict[str, Any]:
-        return managed_view(self.agent.conf)
+        return managed_view(self._running())
+
+    def status(self) -> dict[str, Any]:
+        return {"remote_changes": self.changes, "config_errors": [{"path": p, "reason": r} for p, r in self.errors]}

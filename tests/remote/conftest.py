@@ -22,8 +22,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from agent import config as cfg
-from agent.remote import RemoteManager
-from agent.remote.jobs import JobRunner
+from agent.remote.jobs import JobsFeature
+from agent.remote.jobs.runner import JobRunner
+from agent.remote.shadow import ShadowFeature
+from agent.remote.shadow.sync import ShadowSync
 from agent.runtime import Agent
 from emulator import Emulator
 from emulator.admin import Admin
@@ -87,39 +89,34 @@ def gateway(remote_emulator) -> Iterator[Gateway]:
 
 
 @asynccontextmanager
-async def running(agent: Agent, **manager_kw: Any) -> AsyncIterator[Agent]:
-    """Run ``agent`` until the block ends (or it stops by itself, e.g. restart-agent)."""
-    if manager_kw:
-        from agent import remote as remote_pkg
-
-        real = remote_pkg.RemoteManager
-
-        def make(a: Agent) -> remote_pkg.RemoteManager:
-            return real(a, **manager_kw)
-
-        import agent.runtime as rt
-
-        rt.RemoteManager = make  # type: ignore[assignment,misc]
+async def running(agent: Agent) -> AsyncIterator[Agent]:
+    """Run ``agent`` until the block ends (or it stops by itself, e.g. restart-agent). What the
+    test needs to replace (actions' network and OS access) goes in through ``Agent(...,
+    action_env=ActionEnv(...))``."""
     task = asyncio.get_running_loop().create_task(agent.run())
     try:
-        await eventually(lambda: agent.remote is not None and agent.status_server._server is not None)
+        await eventually(agent.running.is_set)
         yield agent
     finally:
-        if manager_kw:
-            import agent.runtime as rt
-
-            rt.RemoteManager = real  # type: ignore[misc]
         agent.request_stop()
         await asyncio.wait_for(task, 15)
 
 
-def remote_of(agent: Agent) -> RemoteManager:
-    assert agent.remote is not None
-    return agent.remote
+def shadow_of(agent: Agent) -> ShadowSync | None:
+    """The running shadow client, None while the feature is idle (offline, not yet started)."""
+    feature = agent.feature("shadow")
+    assert isinstance(feature, ShadowFeature)
+    return feature.sync
+
+
+def jobs_or_none(agent: Agent) -> JobRunner | None:
+    feature = agent.feature("jobs")
+    assert isinstance(feature, JobsFeature)
+    return feature.runner
 
 
 def jobs_of(agent: Agent) -> JobRunner:
-    jobs = remote_of(agent).jobs
+    jobs = jobs_or_none(agent)
     assert jobs is not None
     return jobs
 

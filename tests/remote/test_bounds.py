@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agent import config as cfg
-from agent.remote import RemoteManager, bounds
+from agent.remote import bounds
 from agent.runtime import Agent
 from agent.spool import NewReading
 from emulator.admin import AdminRequestError
@@ -115,18 +115,16 @@ def test_a_remote_budget_below_the_backlog_never_evicts(tmp_path: Path) -> None:
                              "remote": {"bounds": {"spool_max_bytes_min": 65536}}})
         agent = Agent(conf)
         agent.spool.open()
-        manager = RemoteManager(agent)
-        agent.remote = manager
         try:
             _fill(agent, 4000)
             held = agent.spool.stats()
             assert held.bytes > 65536
-            errors = await manager.layer_.patch_job({"spool": {"max_bytes": 65536}})
+            errors = await agent.layer.patch_job({"spool": {"max_bytes": 65536}})
             assert errors and errors[0][0] == "config.spool.max_bytes" and "would evict" in errors[0][1], errors
             after = agent.spool.stats()
             assert (after.readings, after.evicted_alarm, after.evicted_routine) == (held.readings, 0, 0)
             # A budget above what the spool holds is allowed: the file said so.
-            assert await manager.layer_.patch_job({"spool": {"max_bytes": held.bytes * 4}}) == []
+            assert await agent.layer.patch_job({"spool": {"max_bytes": held.bytes * 4}}) == []
         finally:
             await agent.sampler.stop()
             agent.spool.close()

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent import config as cfg
-from agent.remote.actions import Rejected, parse, registry
+from agent.remote.jobs.actions import Rejected, parse, registry
 from agent.remote.managed import MANAGED, to_config
 from agent.runtime import Agent
 
@@ -52,14 +52,10 @@ def test_fuzzed_deltas_apply_atomically_or_change_nothing(docs: list[dict[str, A
         conf = cfg.validate({"state_dir": str(state),
                              "sensors": [{"id": "sim-1", "driver": "simulated", "interval_s": 0.5}]})
         agent = Agent(conf)
-        from agent.remote import RemoteManager
-
-        manager = RemoteManager(agent)
-        agent.remote = manager
         try:
             for doc in docs:
                 before = agent.conf
-                errors = await manager.layer_.set_shadow(doc, None)
+                errors = await agent.layer.set_shadow(doc, None)
                 if errors:
                     assert agent.conf == before
                     assert all(isinstance(p, str) and isinstance(r, str) for p, r in errors)
@@ -67,7 +63,7 @@ def test_fuzzed_deltas_apply_atomically_or_change_nothing(docs: list[dict[str, A
                     # applied is exactly the document over the file config, and local-only parts held
                     # (nulls delete, as in a merge patch; a real shadow never sends them)
                     assert agent.conf == to_config(conf, cfg.merge_patch({}, doc))
-                    assert manager.layer_.layers["shadow"] == doc
+                    assert agent.layer.layers["shadow"] == doc
                 assert agent.conf.connection == conf.connection and agent.conf.state_dir == conf.state_dir
                 assert agent.conf.spool.path == conf.spool.path and agent.conf.uplink.topic == conf.uplink.topic
         finally:

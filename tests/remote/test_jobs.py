@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from agent.remote.journal import Journal
+from agent.remote.jobs.actions import ActionEnv
+from agent.remote.jobs.journal import Journal
 from agent.runtime import Agent
 from tests.remote.conftest import (
     create_job,
@@ -21,7 +22,7 @@ from tests.remote.conftest import (
     final_execution,
     https_upload_server,
     jobs_of,
-    remote_of,
+    jobs_or_none,
     running,
     upload_allowed,
 )
@@ -83,7 +84,7 @@ def test_restart_agent_spans_the_restart_exactly_once(gateway, admin):
     async def scenario() -> None:
         agent = Agent(gateway.conf())
         task = asyncio.get_running_loop().create_task(agent.run())
-        await eventually(lambda: agent.remote is not None and remote_of(agent).jobs is not None)
+        await eventually(lambda: jobs_or_none(agent) is not None)
         job = await asyncio.to_thread(_job, admin, gateway, {"action": "restart-agent"})
         await asyncio.wait_for(task, 20)  # the action stopped the agent (systemd would restart it)
         journal = Journal(gateway.state_dir).read()
@@ -97,7 +98,7 @@ def test_restart_agent_spans_the_restart_exactly_once(gateway, admin):
         # A third start has nothing left to report.
         third = Agent(gateway.conf())
         async with running(third):
-            await eventually(lambda: remote_of(third).jobs is not None)
+            await eventually(lambda: jobs_or_none(third) is not None)
             await asyncio.sleep(0.5)
             assert jobs_of(third).history == []
 
@@ -109,21 +110,20 @@ def test_reboot_runs_local_argv_and_finishes_after_the_reboot(gateway, admin):
     boot = {"id": "boot-a"}
 
     async def scenario() -> None:
-        agent = Agent(gateway.conf(remote={"allow_reboot": True, "reboot_command": ["/sbin/test-reboot", "now"]}))
-
         async def fake_reboot(argv: list[str]) -> tuple[int, str]:
             calls.append(argv)
             agent.request_stop()  # the system going down stops the agent
             return 0, ""
 
-        task_kw = {"run_argv": fake_reboot, "boot_id": lambda: boot["id"]}
-        async with running(agent, **task_kw):
+        agent = Agent(gateway.conf(remote={"allow_reboot": True, "reboot_command": ["/sbin/test-reboot", "now"]}),
+                      action_env=ActionEnv(run_argv=fake_reboot, boot_id=lambda: boot["id"]))
+        async with running(agent):
             job = await asyncio.to_thread(_job, admin, gateway, {"action": "reboot"})
             await eventually(lambda: calls)
         assert calls == [["/sbin/test-reboot", "now"]]
         boot["id"] = "boot-b"
-        again = Agent(gateway.conf(remote={"allow_reboot": True}))
-        async with running(again, boot_id=lambda: boot["id"]):
+        again = Agent(gateway.conf(remote={"allow_reboot": True}), action_env=ActionEnv(boot_id=lambda: boot["id"]))
+        async with running(again):
             ex = await final_execution(admin, job)
             assert ex["status"] == "SUCCEEDED" and ex["statusDetails"]["reason"] == "device rebooted", ex
 
@@ -132,21 +132,21 @@ def test_reboot_runs_local_argv_and_finishes_after_the_reboot(gateway, admin):
 
 def test_reboot_command_failure_and_no_reboot_fail(gateway, admin):
     async def scenario() -> None:
-        async def refuses(argv: list[str]) -> tuple[int, str]:
-            return 1, "Failed to reboot: Access denied"
+        refuse = [True]
 
-        agent = Agent(gateway.conf(remote={"allow_reboot": True}))
-        async with running(agent, run_argv=refuses, boot_id=lambda: "same"):
+        async def reboot_command(argv: list[str]) -> tuple[int, str]:
+            # First refused; then it "succeeds" but the device never goes down.
+            return (1, "Failed to reboot: Access denied") if refuse[0] else (0, "")
+
+        agent = Agent(gateway.conf(remote={"allow_reboot": True, "action_timeouts_s": {"reboot": 1.0}}),
+                      action_env=ActionEnv(run_argv=reboot_command, boot_id=lambda: "same"))
+        async with running(agent):
             job = await asyncio.to_thread(_job, admin, gateway, {"action": "reboot"})
             ex = await final_execution(admin, job)
             assert ex["status"] == "FAILED" and "Access denied" in ex["statusDetails"]["reason"], ex
 
             # The command "succeeds" but the device never goes down: the action times out.
-            async def no_op(argv: list[str]) -> tuple[int, str]:
-                return 0, ""
-
-            remote_of(agent).ctx.run_argv = no_op
-            remote_of(agent).conf.action_timeouts_s["reboot"] = 1.0
+            refuse[0] = False
             job2 = await asyncio.to_thread(_job, admin, gateway, {"action": "reboot"})
             ex = await final_execution(admin, job2)
             assert ex["status"] == "FAILED" and "timed out after 1 s" in ex["statusDetails"]["reason"], ex
@@ -160,8 +160,8 @@ def test_agent_stopped_mid_action_reports_failed_after_restart(gateway, admin):
             await asyncio.Event().wait()
             return 0, ""
 
-        agent = Agent(gateway.conf(remote={"allow_reboot": True}))
-        async with running(agent, run_argv=hangs):
+        agent = Agent(gateway.conf(remote={"allow_reboot": True}), action_env=ActionEnv(run_argv=hangs))
+        async with running(agent):
             job = await asyncio.to_thread(_job, admin, gateway, {"action": "reboot"})
             await eventually(lambda: (e := Journal(gateway.state_dir).read()) is not None and e.phase == "rebooting")
         # journal says "rebooting" with this boot id and we come back on the same boot: FAILED
@@ -187,8 +187,8 @@ def test_cancel_stops_the_action_and_the_next_job_runs(gateway, admin):
                 raise
             return 0, ""
 
-        agent = Agent(gateway.conf(remote={"allow_reboot": True}))
-        async with running(agent, run_argv=hangs):
+        agent = Agent(gateway.conf(remote={"allow_reboot": True}), action_env=ActionEnv(run_argv=hangs))
+        async with running(agent):
             job = await asyncio.to_thread(_job, admin, gateway, {"action": "reboot"})
             await asyncio.wait_for(started.wait(), 20)
             nxt = await asyncio.to_thread(_job, admin, gateway, {
@@ -253,8 +253,9 @@ def test_upload_diagnostics_success_cap_and_refusal(gateway, admin, https_server
     async def scenario() -> None:
         import json
 
-        agent = Agent(gateway.conf(remote={"diagnostics_max_bytes": 4096, **upload_allowed(url)}))
-        async with running(agent, https_context=ctx):
+        agent = Agent(gateway.conf(remote={"diagnostics_max_bytes": 4096, **upload_allowed(url)}),
+                      action_env=ActionEnv(https_context=ctx))
+        async with running(agent):
             job = await asyncio.to_thread(_job, admin, gateway, _upload(url))
             ex = await final_execution(admin, job)
             assert ex["status"] == "SUCCEEDED", ex

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from agent.remote.journal import Journal
+from agent.remote.jobs.journal import Journal
 from agent.runtime import Agent
 from tests.devices.cubic import CubicDevice
 from tests.devices.dynament import DynamentDevice

@@ -20,14 +20,15 @@ import pytest
 
 from agent import config as cfg
 from agent.remote import overlay
-from agent.remote.journal import Journal
+from agent.remote.jobs.actions import ActionEnv
+from agent.remote.jobs.journal import Journal
 from agent.runtime import STOP_BUDGET_S, Agent
 from tests.remote.conftest import (
     eventually,
     eventually_async,
     https_upload_server,
     jobs_of,
-    remote_of,
+    jobs_or_none,
     running,
     upload_allowed,
 )
@@ -81,8 +82,8 @@ def test_agent_stopped_mid_upload_ends_the_job_failed_interrupted_exactly_once(g
         return dict(admin.job_describe(job_id)["executions"][0])
 
     async def scenario() -> None:
-        agent = Agent(gateway.conf(remote=upload_allowed(url)))
-        async with running(agent, https_context=ctx):
+        agent = Agent(gateway.conf(remote=upload_allowed(url)), action_env=ActionEnv(https_context=ctx))
+        async with running(agent):
             await asyncio.to_thread(admin.job_create, {"action": "upload-diagnostics", "params": {"url": url}},
                                     [gateway.thing], job_id)
             await eventually(handler.got.is_set)
@@ -114,7 +115,7 @@ def test_agent_stopped_mid_upload_ends_the_job_failed_interrupted_exactly_once(g
         # A third process has nothing left to report: the status was sent once.
         third = Agent(gateway.conf())
         async with running(third):
-            await eventually(lambda: remote_of(third).jobs is not None and third.conn is not None
+            await eventually(lambda: jobs_or_none(third) is not None and third.conn is not None
                              and third.conn.connected.is_set())
             await asyncio.sleep(0.5)
             assert jobs_of(third).history == []
@@ -144,7 +145,7 @@ def test_journal_and_overlay_live_in_the_units_state_directory(tmp_path):
 
     # The writes are atomic temp-file-and-rename in the same directory (nothing in /tmp or /etc).
     before = set(tmp_path.iterdir())
-    from agent.remote.journal import Entry
+    from agent.remote.jobs.journal import Entry
 
     Journal(tmp_path).write(Entry("j", "reboot", "running", "b", 0.0))
     overlay.save(tmp_path, {"shadow": {"logging": {"level": "DEBUG"}}}, 3)

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from agent.remote.journal import Journal
+from agent.remote.jobs.actions import ActionEnv
+from agent.remote.jobs.journal import Journal
 from agent.runtime import Agent, load_config
 from emulator import Emulator
 from emulator import authz as emu_authz
@@ -25,7 +26,7 @@ from emulator.recorder import TelemetryRecorder
 from emulator.services.device_services import DeviceServices
 from provisioning import identity as ident_mod
 from provisioning.rotation import rotate_certificate
-from tests.remote.conftest import eventually, eventually_async, remote_of, running
+from tests.remote.conftest import eventually, eventually_async, jobs_or_none, running, shadow_of
 
 SERIAL = "10000000feed0006"
 THING = f"methane-{SERIAL}"
@@ -93,7 +94,7 @@ def test_rotate_certificate_succeeds_and_the_agent_comes_back_on_the_new_certifi
         assert old is not None and old.thing_name == THING and conf.connection.cert_file == old.cert_file
         agent = Agent(conf, path)
         task = asyncio.get_running_loop().create_task(agent.run())
-        await eventually(lambda: agent.remote is not None and remote_of(agent).jobs is not None)
+        await eventually(lambda: jobs_or_none(agent) is not None)
         await eventually(lambda: recorder.received(THING), 20)
         assert emu.fleet is not None
         stats_file = emu.fleet.plugin.stats_file
@@ -131,7 +132,8 @@ def test_rotate_certificate_succeeds_and_the_agent_comes_back_on_the_new_certifi
             # about once a second, so the previous connection may show first).
             assert await eventually_async(lambda: asyncio.to_thread(broker_cert, new.certificate_id), 15, 0.2)
             # Status and the shadow's reported status name the new certificate.
-            assert _status_cert(again.remote.status_source.build()) == new.certificate_id  # type: ignore[union-attr]
+            sync = shadow_of(again)
+            assert sync is not None and _status_cert(sync.status_source.build()) == new.certificate_id
 
             def reported_cert() -> str | None:
                 doc = admin.shadow_get(THING, "methane-agent")
@@ -196,8 +198,8 @@ def test_a_timed_out_rotation_never_switches_the_identity(fleet_emulator):
         conf = await asyncio.to_thread(load_config, path)
         old = ident_mod.load(state)
         assert old is not None
-        agent = Agent(conf, path)
-        async with running(agent, rotate=late_rotation):
+        agent = Agent(conf, path, action_env=ActionEnv(rotate=late_rotation))
+        async with running(agent):
             await eventually(lambda: agent.conn is not None and agent.conn.connected.is_set(), 20)
             await asyncio.to_thread(admin.job_create, {"action": "rotate-certificate"}, [THING], job_id)
             assert await asyncio.to_thread(finished.wait, 60)

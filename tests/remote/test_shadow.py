@@ -10,7 +10,7 @@ import stat
 from agent.remote import overlay
 from agent.runtime import Agent
 from emulator.admin import AdminRequestError
-from tests.remote.conftest import eventually, eventually_async, remote_of, running
+from tests.remote.conftest import eventually, eventually_async, running, shadow_of
 
 SHADOW = "methane-agent"
 
@@ -55,7 +55,7 @@ def test_invalid_desired_rejected_with_reasons_and_nothing_changed(gateway, admi
     async def scenario() -> None:
         agent = Agent(gateway.conf())
         async with running(agent):
-            await eventually(lambda: (s := remote_of(agent).shadow) is not None and s.reports > 0)
+            await eventually(lambda: (s := shadow_of(agent)) is not None and s.reports > 0)
             before = agent.conf.digest()
             desired = {"config": {"sensors": {"sim-1": {"interval_s": -1}, "nope": {"enabled": False}},
                                   "connection": {"endpoint": "evil.example.com"},
@@ -85,7 +85,7 @@ def test_change_while_agent_stopped_reconciled_on_start(gateway, admin):
     async def scenario() -> None:
         agent = Agent(gateway.conf())
         async with running(agent):
-            await eventually(lambda: (s := remote_of(agent).shadow) is not None and s.reports > 0)
+            await eventually(lambda: (s := shadow_of(agent)) is not None and s.reports > 0)
         await asyncio.to_thread(admin.shadow_set_desired, gateway.thing,
                                 {"config": {"spool": {"commit_interval_s": 0.5}}}, SHADOW)
         again = Agent(gateway.conf())

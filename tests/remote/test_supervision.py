@@ -8,10 +8,10 @@ import logging
 import uuid
 from typing import Any
 
-from agent.remote.actions import Action, ActionContext, Params, Progress, Result
-from agent.remote.journal import Journal
+from agent.remote.jobs.actions import Action, ActionContext, Params, Progress, Result
+from agent.remote.jobs.journal import Journal
 from agent.runtime import Agent
-from tests.remote.conftest import eventually, eventually_async, jobs_of, remote_of, running
+from tests.remote.conftest import eventually, eventually_async, jobs_of, jobs_or_none, running, shadow_of
 
 
 class _OnceBroken:
@@ -40,7 +40,7 @@ def test_shadow_loop_crash_is_logged_counted_and_restarted(gateway, admin, caplo
     async def scenario() -> None:
         agent = Agent(gateway.conf())
         async with running(agent):
-            shadow = await eventually(lambda: (s := remote_of(agent).shadow) is not None and s.reports > 0 and s)
+            shadow = await eventually(lambda: (s := shadow_of(agent)) is not None and s.reports > 0 and s)
             reports = shadow.reports
             shadow.status_source = _OnceBroken(shadow.status_source, "build")  # type: ignore[assignment]
             await asyncio.to_thread(admin.shadow_set_desired, gateway.thing,
@@ -69,7 +69,7 @@ def test_jobs_loop_and_action_crashes(gateway, admin, caplog):
     async def scenario() -> None:
         agent = Agent(gateway.conf())
         async with running(agent):
-            jobs = await eventually(lambda: remote_of(agent).jobs)
+            jobs = await eventually(lambda: jobs_or_none(agent))
             await eventually(lambda: agent.conn is not None and agent.conn.connected.is_set())
             jobs.actions["buggy"] = Action("buggy", _NoParams, _buggy)
             job_id = f"job-{uuid.uuid4().hex[:8]}"

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from agent import egress
-from agent.remote.actions import diagnostics
+from agent.remote.jobs.actions import ActionEnv, diagnostics
 from agent.runtime import Agent
 from tests.remote.conftest import create_job, final_execution, https_upload_server, running, upload_allowed
 
@@ -167,8 +167,9 @@ def test_upload_job_refusals(gateway, admin, remote_emulator, caplog) -> None:
         async def scenario() -> None:
             # Allowlisted by name but without the local network: the loopback address is refused
             # after resolution and the cloud learns nothing about it.
-            agent = Agent(gateway.conf(remote={"diagnostics_upload_hosts": [f"localhost:{port}", "localhost"]}))
-            async with running(agent, https_context=ctx):
+            agent = Agent(gateway.conf(remote={"diagnostics_upload_hosts": [f"localhost:{port}", "localhost"]}),
+                          action_env=ActionEnv(https_context=ctx))
+            async with running(agent):
                 ex = await final_execution(admin, await asyncio.to_thread(_job, admin, gateway, url))
                 assert ex["status"] == "FAILED" and ex["statusDetails"]["reason"] == UPLOAD_FAILED, ex
                 assert any("loopback" in str(getattr(r, "error", "")) for r in caplog.records)
@@ -187,8 +188,8 @@ def test_upload_job_refusals(gateway, admin, remote_emulator, caplog) -> None:
             closed.close()
             allowed = upload_allowed(url)
             allowed["diagnostics_upload_hosts"].append(f"localhost:{closed_port}")
-            agent = Agent(gateway.conf(remote=allowed))
-            async with running(agent, https_context=ctx):
+            agent = Agent(gateway.conf(remote=allowed), action_env=ActionEnv(https_context=ctx))
+            async with running(agent):
                 ex = await final_execution(admin, await asyncio.to_thread(
                     _job, admin, gateway, url.replace(f":{port}", f":{closed_port}")))
                 assert ex["status"] == "FAILED" and ex["statusDetails"]["reason"] == UPLOAD_FAILED, ex

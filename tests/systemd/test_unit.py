@@ -138,9 +138,9 @@ def _proc_mount_options(d: dict[str, list[str]]) -> str:
 
 
 READS = """
-from agent.remote.actions import _boot_id
+from agent.remote.jobs.actions import ActionEnv
 from pathlib import Path
-print(_boot_id())
+print(ActionEnv().boot_id())
 print(len(Path("/proc/net/if_inet6").read_text()) >= 0)
 """
 

@@ -20,7 +20,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from agent.remote.actions import Action, ActionContext, Failed, Params, Progress, Result
+from agent.remote.jobs.actions.base import Action, ActionContext, Failed, Params, Progress, Result
 
 if TYPE_CHECKING:
     from agent.connection import Connection
@@ -106,12 +106,12 @@ async def run(ctx: ActionContext, params: NoParams, progress: Progress) -> Resul
     from provisioning.rotation import RotationFailed, rotate_certificate
     from provisioning.session import Endpoint, IdentityClient
 
-    conf = ctx.agent.conf
+    conf = ctx.ports.config()
     try:
         ident = ident_mod.load(conf.state_dir)
     except ident_mod.IdentityError as exc:
         raise Failed(str(exc)) from None
-    conn = ctx.agent.conn
+    conn = ctx.ports.connection
     if conn is None or not conn.connected.is_set():
         raise Failed("not connected to IoT Core")
     host = conf.connection.endpoint or (ident.endpoint if ident else "")
@@ -122,7 +122,7 @@ async def run(ctx: ActionContext, params: NoParams, progress: Progress) -> Resul
     await progress({"step": "rotating"})
     try:
         res = await asyncio.to_thread(
-            ctx.rotate or rotate_certificate, conf.state_dir, endpoint, key_type=conf.provisioning.key_type,
+            ctx.env.rotate or rotate_certificate, conf.state_dir, endpoint, key_type=conf.provisioning.key_type,
             identity_client=IdentityClient(conn.client, timeout_s), before_verify=live.pause,
             before_commit=gate.enter, request_timeout_s=timeout_s,
         )
@@ -133,7 +133,7 @@ async def run(ctx: ActionContext, params: NoParams, progress: Progress) -> Resul
             # The timeout or cancel hit the switch itself: the new identity is (being) written.
             # Restart onto it rather than run on a pair the files no longer name.
             log.error("rotation switched the identity as its job ended; restarting to use it")
-            ctx.restart()
+            ctx.ports.request_stop()
         raise
     finally:
         live.resume()

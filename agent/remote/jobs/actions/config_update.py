@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
-from agent.remote.actions import Action, ActionContext, Params, Progress, Rejected, Result
+from agent.remote.jobs.actions.base import Action, ActionContext, Params, Progress, Rejected, Result
 
 
 class ConfigUpdateParams(Params):
@@ -19,7 +19,7 @@ async def run(ctx: ActionContext, params: ConfigUpdateParams, progress: Progress
     errors = await ctx.layer.patch_job(params.patch)
     if errors:
         raise Rejected("; ".join(f"{p}: {r}" for p, r in errors))
-    return Result({"config_hash": ctx.agent.conf.digest()})
+    return Result({"config_hash": ctx.ports.config().digest()})
 
 
 ACTION = Action("config-update", ConfigUpdateParams, run)

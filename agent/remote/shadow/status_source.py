@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.remote.reported import network, status_doc
+from agent.remote.shadow.reported import network, status_doc
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,6 @@
-"""The local allowlist of job actions. A job document is ``{"action": <name>, "params": {...}}``;
+"""What every job action is made of. A job document is ``{"action": <name>, "params": {...}}``;
 each action declares a pydantic parameter schema (extra keys forbidden) and an async ``run``.
-Nothing from the job document is ever a command, a path or a shell string.
-
-``ACTIONS`` is the whole allowlist; an action not in it is REJECTED."""
+Nothing from the job document is ever a command, a path or a shell string."""
 
 from __future__ import annotations
 
@@ -20,9 +18,9 @@ from agent.config import RemoteConfig
 from agent.egress import GetAddrInfo
 
 if TYPE_CHECKING:
+    from agent.feature import Ports
+    from agent.remote.jobs.logring import LogRing
     from agent.remote.layer import ConfigLayer
-    from agent.remote.logring import LogRing
-    from agent.runtime import Agent
 
 
 class Params(BaseModel):
@@ -69,19 +67,26 @@ def _boot_id() -> str:
     return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
-@dataclass
-class ActionContext:
-    agent: Agent
-    layer: ConfigLayer
-    logring: LogRing
-    remote: RemoteConfig
-    set_phase: Callable[[str], None]  # journal the phase before an irreversible step
-    restart: Callable[[], None]
+@dataclass(frozen=True)
+class ActionEnv:
+    """How actions reach the operating system and the network. The defaults are the real ones;
+    a test hands the runtime another (``Agent(..., action_env=...)``)."""
+
     run_argv: Callable[[list[str]], Awaitable[tuple[int, str]]] = _default_argv
-    https_context: ssl.SSLContext | None = None
+    https_context: ssl.SSLContext | None = None  # None: the system trust store
     boot_id: Callable[[], str] = _boot_id
     getaddrinfo: GetAddrInfo = socket.getaddrinfo
     rotate: Callable[..., Any] | None = None  # provisioning.rotation.rotate_certificate unless given
+
+
+@dataclass(frozen=True)
+class ActionContext:
+    ports: Ports
+    layer: ConfigLayer
+    logring: LogRing
+    remote: RemoteConfig
+    env: ActionEnv
+    set_phase: Callable[[str], None]  # journal the phase before an irreversible step
 
 
 Run = Callable[[ActionContext, Any, Progress], Awaitable[Result]]
@@ -140,17 +145,3 @@ def details(raw: dict[str, Any]) -> dict[str, str]:
         text = str(v) or "-"
         out[key] = text if len(text) <= MAX_DETAIL_VALUE else text[: MAX_DETAIL_VALUE - 1] + "…"
     return out
-
-
-def registry() -> dict[str, Action]:
-    from agent.remote.actions import calibrate, config_update, diagnostics, lifecycle, rotate
-
-    acts = [
-        config_update.ACTION,
-        lifecycle.RESTART,
-        lifecycle.REBOOT,
-        calibrate.ACTION,
-        rotate.ACTION,
-        diagnostics.ACTION,
-    ]
-    return {a.name: a for a in acts}

@@ -26,7 +26,7 @@ from pydantic import Field, field_validator
 
 import agent
 from agent import egress
-from agent.remote.actions import Action, ActionContext, Failed, Params, Progress, Rejected, Result
+from agent.remote.jobs.actions.base import Action, ActionContext, Failed, Params, Progress, Rejected, Result
 
 log = logging.getLogger(__name__)
 
@@ -165,11 +165,11 @@ async def run(ctx: ActionContext, params: UploadParams, progress: Progress) -> R
         host, port = egress.allowed_target(params.url, remote.diagnostics_upload_hosts)
     except egress.EgressRefused as exc:
         raise Rejected(str(exc)) from None
-    body = bundle(ctx.agent.status(), ctx.logring.lines(), remote.diagnostics_max_bytes)
-    context = ctx.https_context or ssl.create_default_context()
+    body = bundle(ctx.ports.status(), ctx.logring.lines(), remote.diagnostics_max_bytes)
+    context = ctx.env.https_context or ssl.create_default_context()
 
     def resolve() -> list[str]:
-        return egress.resolve(host, port, remote.diagnostics_upload_networks, ctx.getaddrinfo)
+        return egress.resolve(host, port, remote.diagnostics_upload_networks, ctx.env.getaddrinfo)
 
     await progress({"step": "uploading", "bytes": str(len(body))})
     try:

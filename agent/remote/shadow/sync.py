@@ -31,13 +31,13 @@ from awscrt.exceptions import AwsCrtError
 from awsiot import V2ServiceException, iotshadow
 
 from agent.remote.layer import ConfigErrors, ConfigLayer
-from agent.remote.reported import ReportGate
 from agent.remote.service_client import call, client_options, describe_error, stream_options
+from agent.remote.shadow.reported import ReportGate
 from agent.supervise import Restarts, supervised
 
 if TYPE_CHECKING:
     from agent.connection import Connection
-    from agent.remote.status_source import StatusSource
+    from agent.remote.shadow.status_source import StatusSource
 
 log = logging.getLogger(__name__)
 

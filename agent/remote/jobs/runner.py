@@ -1,5 +1,5 @@
 """IoT Jobs with AWS's IotJobsClientV2 on the agent's one MQTT5 client: one job at a time, only
-allowlisted actions (agent/remote/actions), each with a timeout, cancellation honoured.
+allowlisted actions (agent/remote/jobs/actions), each with a timeout, cancellation honoured.
 
 Flow on every connect: finish what the journal says (a job that restarted the agent or the
 device), then start-next; the notify-next stream wakes the runner for new jobs. While a job runs,
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -25,8 +26,8 @@ from awscrt.exceptions import AwsCrtError
 from awsiot import V2ServiceException, iotjobs
 
 from agent.config import RemoteConfig
-from agent.remote.actions import Action, ActionContext, Failed, Rejected, Result, details, parse
-from agent.remote.journal import Entry, Journal
+from agent.remote.jobs.actions import Action, ActionContext, Failed, Rejected, Result, details, parse
+from agent.remote.jobs.journal import Entry, Journal
 from agent.remote.service_client import call, client_options, describe_error, stream_options
 from agent.supervise import Restarts, supervised
 
@@ -235,7 +236,7 @@ class JobRunner:
         async def progress(info: dict[str, str]) -> None:
             await self._update(job_id, S.IN_PROGRESS, {"action": name, **info})
 
-        ctx = ActionContext(**{**self.ctx.__dict__, "set_phase": set_phase})
+        ctx = dataclasses.replace(self.ctx, set_phase=set_phase)
         timeout = self.remote.timeout_for(name)
         status, info = S.SUCCEEDED, {"action": name}
         result: Result | None = None
@@ -260,7 +261,7 @@ class JobRunner:
         await self._update(job_id, status, info)
         self.journal.clear()
         if result is not None and result.restart_after:
-            self.ctx.restart()
+            self.ctx.ports.request_stop()
         return str(status)
 
     async def _finish_journal(self) -> bool:
@@ -297,7 +298,7 @@ class JobRunner:
 
 def _safe_boot_id(ctx: ActionContext) -> str:
     try:
-        return ctx.boot_id()
+        return ctx.env.boot_id()
     except OSError:
         return "unknown"
 

@@ -8,8 +8,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from agent.config import SENSOR_ID
-from agent.remote.actions import Action, ActionContext, Failed, Params, Progress, Rejected, Result
-from drivers.base import Calibratable, DriverError
+from agent.feature import SensorNotRunning
+from agent.remote.jobs.actions.base import Action, ActionContext, Failed, Params, Progress, Rejected, Result
+from drivers.base import DriverError
 
 
 class CalibrateParams(Params):
@@ -27,14 +28,11 @@ class CalibrateParams(Params):
 
 
 async def run(ctx: ActionContext, params: CalibrateParams, progress: Progress) -> Result:
-    task = ctx.agent.sampler.tasks.get(params.sensor_id)
-    if task is None:
-        raise Rejected(f"sensor {params.sensor_id!r} is not running on this device")
-    if not isinstance(task._driver, Calibratable):
-        raise Rejected(f"sensor {params.sensor_id!r} (driver {task.conf.driver}) does not support calibration")
     await progress({"step": f"calibrating {params.kind}"})
     try:
-        await task.calibrate(params.kind, params.value, timeout_s=30.0)
+        await ctx.ports.calibrate(params.sensor_id, params.kind, params.value, 30.0)
+    except SensorNotRunning:
+        raise Rejected(f"sensor {params.sensor_id!r} is not running on this device") from None
     except DriverError as exc:
         if exc.kind == "unsupported":
             raise Rejected(exc.message) from None
