@@ -30,13 +30,18 @@ class Admin:
     def job_create(
         self,
         document: Any,
-        things: list[str],
+        things: list[str] | None = None,
         job_id: str | None = None,
         timeout_minutes: int | None = None,
+        *,
+        thing_groups: list[str] | None = None,
+        rollout: dict[str, Any] | None = None,
+        abort: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        return dict(
-            self._req("job.create", document=document, things=things, job_id=job_id, timeout_minutes=timeout_minutes)
-        )
+        """``rollout``/``abort`` in IoT Core's jobExecutionsRolloutConfig / abortConfig shapes."""
+        return dict(self._req("job.create", document=document, things=things, job_id=job_id,
+                              timeout_minutes=timeout_minutes, thing_groups=thing_groups, rollout=rollout,
+                              abort=abort))
 
     def job_list(self) -> list[dict[str, Any]]:
         return list(self._req("job.list"))

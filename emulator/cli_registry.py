@@ -34,6 +34,9 @@ def register(esub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     things = esub.add_parser("things", help="list registered things")
     common(things)
     things.set_defaults(func=things_cmd)
+    groups = esub.add_parser("groups", help="list thing groups and their member counts")
+    common(groups)
+    groups.set_defaults(func=groups_cmd)
     certs = esub.add_parser("certs", help="list certificates and their status")
     common(certs)
     certs.set_defaults(func=certs_cmd)
@@ -71,6 +74,14 @@ def things_cmd(args: argparse.Namespace) -> int:
         lines = [f"{t['thingName']}  attributes={json.dumps(t['attributes'], sort_keys=True)}  "
                  f"groups={','.join(t['thingGroups']) or '-'}  certs={len(t['principals'])}" for t in things]
         return things, "\n".join(lines) or "(no things)"
+
+    return _run(args, act)
+
+
+def groups_cmd(args: argparse.Namespace) -> int:
+    def act(reg: Registry) -> tuple[Any, str]:
+        groups = reg.groups()
+        return groups, "\n".join(f"{name}  things={n}" for name, n in groups.items()) or "(no thing groups)"
 
     return _run(args, act)
 

@@ -32,11 +32,21 @@ def register(esub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     job = esub.add_parser("job", help="create, list, describe and cancel IoT jobs")
     jsub = job.add_subparsers(dest="job_command", required=True, metavar="ACTION")
-    create = jsub.add_parser("create", parents=[common], help="queue a job for one or more things")
+    create = jsub.add_parser("create", parents=[common], help="queue a job for things and/or thing groups")
     create.add_argument("--document", type=Path, required=True, help="job document file (JSON object)")
-    create.add_argument("--thing", action="append", required=True, dest="things", help="target (repeatable)")
+    create.add_argument("--thing", action="append", default=[], dest="things", help="target thing (repeatable)")
+    create.add_argument("--thing-group", action="append", default=[], dest="thing_groups",
+                        help="target every thing in this group now (repeatable; snapshot)")
     create.add_argument("--job-id", default=None)
     create.add_argument("--timeout-minutes", type=int, default=None, help="in-progress timeout (1-10080)")
+    create.add_argument("--max-per-minute", type=int, default=None,
+                        help="rollout rate: notify at most this many things per minute (1-1000)")
+    create.add_argument("--abort-failure-type", choices=("FAILED", "REJECTED", "TIMED_OUT", "ALL"), default=None,
+                        help="abort (cancel queued executions) on this failure type")
+    create.add_argument("--abort-threshold-percent", type=float, default=None,
+                        help="abort when failures reach this share of notified things (0-100]")
+    create.add_argument("--abort-min-executed", type=int, default=None,
+                        help="abort only after this many things were notified (>= 1)")
     create.set_defaults(func=_job_create)
     lst = jsub.add_parser("list", parents=[common], help="list jobs")
     lst.set_defaults(func=_job_list)
@@ -101,10 +111,25 @@ def _job_create(args: argparse.Namespace) -> int:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         print(f"error: --document {args.document} is not valid JSON: {exc}", file=sys.stderr)
         return 2
+    if not args.things and not args.thing_groups:
+        print("error: give at least one --thing or --thing-group", file=sys.stderr)
+        return 2
+    abort_args = (args.abort_failure_type, args.abort_threshold_percent, args.abort_min_executed)
+    abort = None
+    if any(a is not None for a in abort_args):
+        if any(a is None for a in abort_args):
+            print("error: --abort-failure-type, --abort-threshold-percent and --abort-min-executed go together",
+                  file=sys.stderr)
+            return 2
+        abort = {"criteriaList": [{"failureType": args.abort_failure_type, "action": "CANCEL",
+                                   "thresholdPercentage": args.abort_threshold_percent,
+                                   "minNumberOfExecutedThings": args.abort_min_executed}]}
+    rollout = None if args.max_per_minute is None else {"maximumPerMinute": args.max_per_minute}
     return _run(
         args,
-        lambda a: a.job_create(document, args.things, args.job_id, args.timeout_minutes),
-        lambda doc: f"created job {doc['jobId']} for {', '.join(doc['targets'])}",
+        lambda a: a.job_create(document, args.things, args.job_id, args.timeout_minutes,
+                               thing_groups=args.thing_groups, rollout=rollout, abort=abort),
+        lambda doc: f"created job {doc['jobId']} for {len(doc['targets'])} thing(s): {_counts(doc)}",
     )
 
 
@@ -121,7 +146,24 @@ def _job_list(args: argparse.Namespace) -> int:
 
 
 def _job_describe(args: argparse.Namespace) -> int:
-    return _run(args, lambda a: a.job_describe(args.job_id, args.thing), _pretty)
+    def human(doc: dict[str, Any]) -> str:
+        if args.thing is not None:
+            return _pretty(doc)
+        lines = [f"job {doc['jobId']} {doc['status']}" + (f" ({doc['reasonCode']})" if "reasonCode" in doc else ""),
+                 f"targets: {len(doc['targets'])}" + (f" (groups {', '.join(doc['targetGroups'])})"
+                                                      if doc.get("targetGroups") else "")]
+        if "notified" in doc:
+            rate = doc.get("jobExecutionsRolloutConfig", {}).get("maximumPerMinute")
+            lines.append(f"notified: {doc['notified']}, waiting for rollout: {doc['waitingForRollout']}"
+                         + (f" (max {rate}/min)" if rate else ""))
+        for c in doc.get("abortConfig", {}).get("criteriaList", []):
+            lines.append(f"abort: {c['failureType']} >= {c['thresholdPercentage']}% after "
+                         f"{c['minNumberOfExecutedThings']} notified")
+        lines.append("executions:")
+        lines += [f"  {k:<12} {v}" for k, v in sorted(doc["executionCounts"].items())] or ["  (none)"]
+        return "\n".join(lines)
+
+    return _run(args, lambda a: a.job_describe(args.job_id, args.thing), human)
 
 
 def _job_cancel(args: argparse.Namespace) -> int:

@@ -228,6 +228,20 @@ class Registry:
                                  principals))
         return out
 
+    def group_members(self, group: str) -> list[str]:
+        """Things in a (static) thing group, by name; groups exist while they have members here."""
+        with self._lock:
+            rows = self._db.execute("SELECT t.name FROM things t, json_each(t.groups) g WHERE g.value = ? "
+                                    "ORDER BY t.name", (group,)).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def groups(self) -> dict[str, int]:
+        """Every thing group with its member count."""
+        with self._lock:
+            rows = self._db.execute("SELECT g.value, count(*) FROM things t, json_each(t.groups) g "
+                                    "GROUP BY g.value ORDER BY g.value").fetchall()
+        return {str(name): int(n) for name, n in rows}
+
     def apply_provisioning(self, cert_id: str, thing: Mapping[str, Any] | None, cert_status: str | None,
                            policies: Sequence[str]) -> None:
         """RegisterThing's effect in one transaction: upsert the thing, attach the certificate and

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from emulator.registry import DB_FILE, Registry
 from emulator.services.admin_socket import AdminRequestError, AdminServer
 from emulator.services.jobs import JobsError, JobsService, JobsSettings
 from emulator.services.outgoing import Outgoing
@@ -33,8 +34,10 @@ class DeviceServices:
         self.jobs: JobsService | None = None
         self.runner: ServiceRunner | None = None
         self.admin: AdminServer | None = None
+        self.registry_dir: Path | None = None
 
     def start(self, info: EmulatorInfo) -> None:
+        self.registry_dir = Path(info.state_dir) / "registry"
         folder = Path(info.state_dir) / SERVICES_DIR
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.shadow = ShadowService(folder / "shadow.sqlite", self.shadow_settings)
@@ -106,14 +109,32 @@ class DeviceServices:
         return self._run(op)
 
     def _job_create(self, args: dict[str, Any]) -> Any:
-        things = args.get("things")
-        if not isinstance(things, list) or not all(isinstance(t, str) for t in things):
-            raise AdminRequestError("InvalidRequest", "'things' must be a list of thing names")
+        things = args.get("things", [])
+        groups = args.get("thing_groups", [])
+        for key, value in (("things", things), ("thing_groups", groups)):
+            if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+                raise AdminRequestError("InvalidRequest", f"'{key}' must be a list of names")
         job_id = args.get("job_id")
         if job_id is not None and not isinstance(job_id, str):
             raise AdminRequestError("InvalidRequest", "'job_id' must be a string")
         timeout = args.get("timeout_minutes")
-        return self._run(lambda now: self._jobs().create_job(args.get("document"), things, now, job_id, timeout))
+        # Snapshot targets (IoT Core's targetSelection SNAPSHOT): the groups' members now.
+        targets = list(things) + [t for g in groups for t in self._group_members(g)]
+        return self._run(lambda now: self._jobs().create_job(
+            args.get("document"), targets, now, job_id, timeout, rollout_config=args.get("rollout"),
+            abort_config=args.get("abort"), groups=groups))
+
+    def _group_members(self, group: str) -> list[str]:
+        if self.registry_dir is None or not (self.registry_dir / DB_FILE).exists():
+            raise AdminRequestError("ResourceNotFound", "thing groups need the registry (fleet provisioning)")
+        registry = Registry(self.registry_dir)
+        try:
+            members = registry.group_members(group)
+        finally:
+            registry.close()
+        if not members:
+            raise AdminRequestError("ResourceNotFound", f"thing group {group!r} does not exist or has no members")
+        return members
 
     def _job_describe(self, args: dict[str, Any]) -> Any:
         job_id = _str(args, "job_id")

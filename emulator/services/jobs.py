@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emulator.services.jobs_store import TERMINAL, Execution, Job, JobsStore
+from emulator.services.jobs_store import TERMINAL, Execution, Job, JobsStore, Rollout
 from emulator.services.jsonio import JsonInputError, is_int, parse_json
 from emulator.services.outgoing import Outgoing, encode
 
@@ -26,6 +26,10 @@ MAX_DOCUMENT_BYTES = 32768
 MAX_CLIENT_TOKEN = 64
 MAX_TIMEOUT_MINUTES = 10080
 MAX_NOTIFY_ENTRIES = 10
+MAX_ROLLOUT_PER_MINUTE = 1000  # IoT Core: maximumPerMinute 1-1000
+FAILURE_TYPES = {"FAILED": ("FAILED",), "REJECTED": ("REJECTED",), "TIMED_OUT": ("TIMED_OUT",),
+                 "ALL": ("FAILED", "REJECTED", "TIMED_OUT")}
+ABORT_REASON = "AbortThresholdReached"
 
 # `#` after `jobs/` reaches every API; the runner subscribes with no-local.
 SUBSCRIPTIONS: tuple[str, ...] = ("$aws/things/+/jobs/#",)
@@ -59,6 +63,9 @@ class JobsService:
         self.settings = settings or JobsSettings()
         self._store = JobsStore(db_path)
         self._lock = threading.Lock()
+        # Messages caused by a change to OTHER things than the one in hand (an abort cancels the
+        # queued executions of the whole fleet); handle() and tick() send them with their own.
+        self._side_effects: list[Outgoing] = []
 
     def close(self) -> None:
         self._store.close()
@@ -91,7 +98,7 @@ class JobsService:
                     return [self._reply(topic, "accepted", doc, token)]
                 if len(parts) == 2 and parts[1] == "update" and parts[0] != "$next":
                     doc, events = self._update(thing, parts[0], req, now)
-                    return [self._reply(topic, "accepted", doc, token), *events]
+                    return [self._reply(topic, "accepted", doc, token), *events, *self._take_side_effects()]
                 raise JobsError("InvalidTopic", f"The topic {topic} does not match any Jobs API")
         except JobsError as err:
             return [self._reply(topic, "rejected", _error_doc(err, ts), token)]
@@ -107,10 +114,12 @@ class JobsService:
     def next_deadline(self) -> float | None:
         with self._lock:
             deadlines = [d for ex in self._store.running() if (d := ex.deadline()) is not None]
+            deadlines += [self._next_release(r) for r in self._store.rolling_out()]
         return min(deadlines) if deadlines else None
 
     def tick(self, now: float) -> list[Outgoing]:
-        """Time out IN_PROGRESS executions whose step or in-progress timer has run out."""
+        """Time out IN_PROGRESS executions whose step or in-progress timer has run out, and notify
+        the next targets of rate-limited rollouts."""
         out: list[Outgoing] = []
         with self._lock, self._store.transaction():
             for ex in self._store.running():
@@ -120,7 +129,70 @@ class JobsService:
                 before = self._store.pending(ex.thing)
                 self._set_status(ex, "TIMED_OUT", now)
                 out += self._events(ex.thing, before, now)
+            for rollout in self._store.rolling_out():
+                out += self._release(rollout, now)
+            out += self._take_side_effects()
         return out
+
+    def _take_side_effects(self) -> list[Outgoing]:
+        out, self._side_effects = self._side_effects, []
+        return out
+
+    # ---- rollouts (jobExecutionsRolloutConfig) and aborts (abortConfig) ---------------------
+
+    def _next_release(self, r: Rollout) -> float:
+        job = self._store.job(r.job_id)
+        created = job.created_at if job is not None else 0.0
+        if r.per_minute is None:
+            return created
+        return created + r.released * self.settings.seconds_per_minute / r.per_minute
+
+    def _release(self, r: Rollout, now: float) -> list[Outgoing]:
+        """Queue executions for every target whose turn has come: at most ``per_minute`` per
+        (emulated) minute, spread evenly, the first at once."""
+        job = self._store.job(r.job_id)
+        if job is None or job.status != "IN_PROGRESS":
+            return []
+        if r.per_minute is None:
+            due = len(r.targets)
+        else:
+            elapsed = max(0.0, now - job.created_at)
+            due = min(len(r.targets), 1 + int(elapsed * r.per_minute / self.settings.seconds_per_minute))
+        out: list[Outgoing] = []
+        for thing in r.targets[r.released:due]:
+            before = self._store.pending(thing)
+            number = self._store.next_execution_number(thing)
+            self._store.save_execution(Execution(job.job_id, thing, number, "QUEUED", now, now))
+            out += self._events(thing, before, now)
+        if due > r.released:
+            r.released = due
+            self._store.save_rollout(r)
+        return out
+
+    def _maybe_abort(self, job_id: str, now: float) -> None:
+        """IoT Core's abortConfig: once at least ``minNumberOfExecutedThings`` targets were
+        notified, a failure share (of the notified executions) at or above ``thresholdPercentage``
+        cancels the job: QUEUED executions become CANCELED, targets not yet notified never are,
+        IN_PROGRESS ones may finish."""
+        r = self._store.rollout(job_id)
+        job = self._store.job(job_id)
+        if r is None or not r.abort_criteria or job is None or job.status != "IN_PROGRESS":
+            return
+        counts = self._store.status_counts(job_id)
+        notified = sum(counts.values())
+        for c in r.abort_criteria:
+            failures = sum(counts.get(s, 0) for s in FAILURE_TYPES[c["failureType"]])
+            if notified >= c["minNumberOfExecutedThings"] and failures * 100.0 >= c["thresholdPercentage"] * notified:
+                r.reason_code = ABORT_REASON
+                self._store.save_rollout(r)
+                job.status, job.last_updated_at = "CANCELED", now
+                self._store.save_job(job)
+                for ex in self._store.executions_of_job(job_id):
+                    if ex.status == "QUEUED":
+                        before = self._store.pending(ex.thing)
+                        self._set_status(ex, "CANCELED", now)
+                        self._side_effects += self._events(ex.thing, before, now)
+                return
 
     # ---- device operations -----------------------------------------------------------------
 
@@ -224,7 +296,15 @@ class JobsService:
         now: float,
         job_id: str | None = None,
         timeout_minutes: int | None = None,
+        rollout_config: Any = None,
+        abort_config: Any = None,
+        groups: list[str] | None = None,
     ) -> tuple[dict[str, Any], list[Outgoing]]:
+        """Queue ``document`` for ``things`` (a group's members resolved by the caller, named in
+        ``groups``). ``rollout_config``/``abort_config`` take IoT Core's
+        ``jobExecutionsRolloutConfig`` / ``abortConfig`` shapes."""
+        per_minute = _rollout_rate(rollout_config)
+        criteria = _abort_criteria(abort_config)
         job_id = job_id if job_id is not None else f"job-{uuid.uuid4().hex[:16]}"
         if not isinstance(job_id, str) or not JOB_ID_RE.match(job_id):
             raise JobsError("InvalidRequest", f"job id {job_id!r} must be 1-64 characters of [a-zA-Z0-9_-]")
@@ -233,7 +313,8 @@ class JobsService:
         if len(encode(document)) > MAX_DOCUMENT_BYTES:
             raise JobsError("InvalidRequest", f"the job document exceeds {MAX_DOCUMENT_BYTES} bytes")
         if not things:
-            raise JobsError("InvalidRequest", "a job needs at least one target thing")
+            where = f" (thing group(s) {', '.join(groups)} have no members)" if groups else ""
+            raise JobsError("InvalidRequest", f"a job needs at least one target thing{where}")
         for thing in things:
             if not isinstance(thing, str) or not THING_RE.match(thing):
                 raise JobsError("InvalidRequest", f"invalid thing name {thing!r}")
@@ -247,11 +328,9 @@ class JobsService:
                 raise JobsError("ResourceAlreadyExists", f"job {job_id} already exists")
             job = Job(job_id, document, "IN_PROGRESS", now, now, timeout_minutes)
             self._store.save_job(job)
-            for thing in dict.fromkeys(things):
-                before = self._store.pending(thing)
-                number = self._store.next_execution_number(thing)
-                self._store.save_execution(Execution(job_id, thing, number, "QUEUED", now, now))
-                out += self._events(thing, before, now)
+            rollout = Rollout(job_id, list(dict.fromkeys(things)), 0, per_minute, criteria, list(groups or []))
+            self._store.save_rollout(rollout)
+            out += self._release(rollout, now)
             return self._job_doc(job), out
 
     def list_jobs(self) -> list[dict[str, Any]]:
@@ -339,11 +418,16 @@ class JobsService:
         ex.version_number += 1
         ex.last_updated_at = now
         self._store.save_execution(ex)
+        if status in FAILURE_TYPES["ALL"]:
+            self._maybe_abort(ex.job_id, now)
         self._maybe_complete(ex.job_id, now)
 
     def _maybe_complete(self, job_id: str, now: float) -> None:
         job = self._store.job(job_id)
         if job is None or job.status != "IN_PROGRESS":
+            return
+        rollout = self._store.rollout(job_id)
+        if rollout is not None and rollout.unreleased:
             return
         if all(e.terminal for e in self._store.executions_of_job(job_id)):
             job.status, job.last_updated_at = "COMPLETED", now
@@ -407,6 +491,18 @@ class JobsService:
         }
         if job.timeout_minutes is not None:
             doc["inProgressTimeoutInMinutes"] = job.timeout_minutes
+        rollout = self._store.rollout(job.job_id)
+        if rollout is not None:
+            doc["targets"] = rollout.targets
+            doc["targetGroups"] = rollout.groups
+            doc["notified"] = rollout.released
+            doc["waitingForRollout"] = rollout.unreleased if job.status == "IN_PROGRESS" else 0
+            if rollout.per_minute is not None:
+                doc["jobExecutionsRolloutConfig"] = {"maximumPerMinute": rollout.per_minute}
+            if rollout.abort_criteria:
+                doc["abortConfig"] = {"criteriaList": rollout.abort_criteria}
+            if rollout.reason_code is not None:
+                doc["reasonCode"] = rollout.reason_code
         if with_document:
             doc["document"] = job.document
             doc["executions"] = [
@@ -435,6 +531,47 @@ class JobsService:
                     " characters",
                 )
         return dict(details)
+
+
+def _rollout_rate(config: Any) -> int | None:
+    if config is None:
+        return None
+    if not isinstance(config, dict) or set(config) - {"maximumPerMinute", "exponentialRate"}:
+        raise JobsError("InvalidRequest", "jobExecutionsRolloutConfig takes maximumPerMinute")
+    if "exponentialRate" in config:
+        raise JobsError("InvalidRequest", "jobExecutionsRolloutConfig.exponentialRate is not emulated; "
+                        "use maximumPerMinute")
+    rate: Any = config.get("maximumPerMinute")
+    if not is_int(rate) or not 1 <= rate <= MAX_ROLLOUT_PER_MINUTE:
+        raise JobsError("InvalidRequest", f"maximumPerMinute must be an integer 1-{MAX_ROLLOUT_PER_MINUTE}")
+    return int(rate)
+
+
+def _abort_criteria(config: Any) -> list[dict[str, Any]]:
+    if config is None:
+        return []
+    if not isinstance(config, dict) or set(config) != {"criteriaList"} or not isinstance(config["criteriaList"], list) \
+            or not config["criteriaList"]:
+        raise JobsError("InvalidRequest", "abortConfig takes a non-empty criteriaList")
+    out = []
+    for i, c in enumerate(config["criteriaList"]):
+        where = f"abortConfig.criteriaList[{i}]"
+        keys = {"failureType", "action", "thresholdPercentage", "minNumberOfExecutedThings"}
+        if not isinstance(c, dict) or set(c) != keys:
+            raise JobsError("InvalidRequest", f"{where} needs exactly {', '.join(sorted(keys))}")
+        if c["failureType"] not in FAILURE_TYPES:
+            raise JobsError("InvalidRequest", f"{where}.failureType must be one of {', '.join(FAILURE_TYPES)}")
+        if c["action"] != "CANCEL":
+            raise JobsError("InvalidRequest", f"{where}.action must be CANCEL")
+        pct = c["thresholdPercentage"]
+        if isinstance(pct, bool) or not isinstance(pct, int | float) or not 0 < pct <= 100 \
+                or round(pct, 2) != pct:
+            raise JobsError("InvalidRequest", f"{where}.thresholdPercentage must be >0 and <=100, two decimals at most")
+        n = c["minNumberOfExecutedThings"]
+        if not is_int(n) or n < 1:
+            raise JobsError("InvalidRequest", f"{where}.minNumberOfExecutedThings must be an integer >= 1")
+        out.append(dict(c))
+    return out
 
 
 def _parse_request(payload: bytes) -> dict[str, Any]:

@@ -27,6 +27,24 @@ class Job:
 
 
 @dataclass
+class Rollout:
+    """A fleet job's targets and how they are notified: ``targets[:released]`` have executions,
+    the rest wait for the rate (``per_minute``; None = all at once) unless the job was aborted."""
+
+    job_id: str
+    targets: list[str]
+    released: int
+    per_minute: int | None = None
+    abort_criteria: list[dict[str, Any]] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    reason_code: str | None = None
+
+    @property
+    def unreleased(self) -> int:
+        return len(self.targets) - self.released
+
+
+@dataclass
 class Execution:
     job_id: str
     thing: str
@@ -60,6 +78,9 @@ CREATE TABLE IF NOT EXISTS execution (
   started_at REAL, step_deadline REAL, progress_deadline REAL, UNIQUE (job_id, thing));
 CREATE INDEX IF NOT EXISTS execution_thing ON execution (thing, status);
 CREATE TABLE IF NOT EXISTS thing_counter (thing TEXT PRIMARY KEY, last_execution_number INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS job_rollout (
+  job_id TEXT PRIMARY KEY, per_minute INTEGER, abort_criteria TEXT NOT NULL, targets TEXT NOT NULL,
+  released INTEGER NOT NULL, groups TEXT NOT NULL, reason_code TEXT);
 """
 
 _EXEC_COLS = (
@@ -114,6 +135,35 @@ class JobsStore:
             (job.job_id, json.dumps(job.document), job.status, job.created_at, job.last_updated_at,
              job.timeout_minutes, int(job.force_canceled)),
         )
+
+    # ---- rollouts ----
+
+    def rollout(self, job_id: str) -> Rollout | None:
+        row = self._db.execute(
+            "SELECT job_id, targets, released, per_minute, abort_criteria, groups, reason_code"
+            " FROM job_rollout WHERE job_id=?", (job_id,)
+        ).fetchone()
+        return None if row is None else _rollout(row)
+
+    def rolling_out(self) -> list[Rollout]:
+        """Rollouts with targets still waiting for their turn (the timer's work list)."""
+        rows = self._db.execute(
+            "SELECT r.job_id, r.targets, r.released, r.per_minute, r.abort_criteria, r.groups, r.reason_code"
+            " FROM job_rollout r JOIN job j ON j.job_id = r.job_id"
+            " WHERE j.status = 'IN_PROGRESS' AND r.released < json_array_length(r.targets)"
+        ).fetchall()
+        return [_rollout(r) for r in rows]
+
+    def save_rollout(self, r: Rollout) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO job_rollout VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (r.job_id, r.per_minute, json.dumps(r.abort_criteria), json.dumps(r.targets), r.released,
+             json.dumps(r.groups), r.reason_code),
+        )
+
+    def status_counts(self, job_id: str) -> dict[str, int]:
+        rows = self._db.execute("SELECT status, count(*) FROM execution WHERE job_id=? GROUP BY status", (job_id,))
+        return {str(s): int(n) for s, n in rows}
 
     # ---- executions ----
 
@@ -170,6 +220,11 @@ class JobsStore:
 
 def _job(row: tuple[Any, ...]) -> Job:
     return Job(row[0], json.loads(row[1]), row[2], row[3], row[4], row[5], bool(row[6]))
+
+
+def _rollout(row: tuple[Any, ...]) -> Rollout:
+    return Rollout(job_id=row[0], targets=json.loads(row[1]), released=row[2], per_minute=row[3],
+                   abort_criteria=json.loads(row[4]), groups=json.loads(row[5]), reason_code=row[6])
 
 
 def _execution(row: tuple[Any, ...]) -> Execution:

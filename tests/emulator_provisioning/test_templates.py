@@ -33,7 +33,9 @@ def test_project_template_is_valid_and_small():
     raw = (REPO / "config/fleet-provisioning-template.json").read_bytes()
     assert len(raw) <= t.MAX_TEMPLATE_BYTES
     plan = t.evaluate(t.load_template(raw), {"SerialNumber": "9", "SiteId": "test", "Model": "dynament"}, CID)
-    assert plan.thing.thing_name == "methane-9" and plan.thing.thing_groups == ("methane-test",)
+    assert plan.thing.thing_name == "methane-9" and plan.thing.thing_groups == ("methane-test", "test")
+    fleet = t.evaluate(t.load_template(raw), {"SerialNumber": "9", "SiteId": "site-4"}, CID)
+    assert fleet.thing.thing_groups == ("methane-fleet", "site-4")  # the fleet's group and the site's
     assert plan.certificate.certificate_id == CID and plan.certificate.status == "ACTIVE"
     assert plan.policies[0].policy_name == "methane-device"
     assert plan.device_configuration["sampleIntervalS"] == "2"
