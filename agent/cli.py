@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "agent.commands.provision_cmd",
     "agent.commands.doctor_cmd",
     "emulator.cli",
+    "fleet.cli",
 ]
 
 

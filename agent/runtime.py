@@ -163,7 +163,9 @@ class Agent:
         self._tasks.append(loop.create_task(self.uplink.run(), name="uplink"))
 
     # --- lifecycle -----------------------------------------------------------------------------
-    async def run(self) -> int:
+    async def run(self, *, signals: bool = True) -> int:
+        """Run until SIGTERM/SIGINT (or ``request_stop``). ``signals=False`` leaves the process's
+        signal handlers alone, for hosts that run many agents in one loop (the fleet simulator)."""
         loop = asyncio.get_running_loop()
         self.spool.open()
         try:
@@ -177,9 +179,10 @@ class Agent:
         await self._start_features()
         self._tasks.append(loop.create_task(self._committer(), name="committer"))
         self._tasks.append(loop.create_task(self._status_loop(), name="status"))
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        if signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
         self.watchdog.beat()
         self.watchdog.start()
         self.notifier.ready(summary_line(self.status()))

@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from drivers.base import SIMULATED, DriverSettings, Measurement
+from drivers.base import SENSOR_FAULT, SIMULATED, WARMING_UP, DriverSettings, Measurement
 
 Channel = Literal["methane", "temperature", "humidity", "pressure"]
 
@@ -30,6 +30,13 @@ class SimulatedSettings(DriverSettings):
     leaks_per_hour: float = Field(2.0, ge=0, le=3600, description="mean rate of leak plumes")
     leak_decay_s: float = Field(180.0, gt=0, description="time constant of a plume's decay")
     resolution: float = Field(0.01, gt=0, description="values are rounded to this step, like a real ADC")
+    daily_swing_ppm: float = Field(
+        0.0, ge=0, le=100, description="amplitude of the methane background's daily cycle (night inversions)"
+    )
+    warmup_s: float = Field(0.0, ge=0, le=86_400, description="simulated seconds flagged warming_up after start")
+    fault_rate: float = Field(
+        0.0, ge=0, le=1, description="probability that a read is flagged sensor_fault (a failing head)"
+    )
 
 
 class SimulatedDriver:
@@ -60,7 +67,8 @@ class SimulatedDriver:
         plume = self._plume_peak * math.exp(-(self._t - self._plume_start) / s.leak_decay_s)
         if plume < 0.01:
             self._plume_peak = plume = 0.0
-        return max(0.0, s.ambient_ppm + self._rng.gauss(0.0, s.noise_ppm) + plume)
+        cycle = s.daily_swing_ppm * math.cos(2 * math.pi * self._t / 86400.0)
+        return max(0.0, s.ambient_ppm + cycle + self._rng.gauss(0.0, s.noise_ppm) + plume)
 
     def read(self) -> list[Measurement]:
         s = self._s
@@ -72,8 +80,12 @@ class SimulatedDriver:
             "humidity": min(100.0, max(0.0, 60.0 - 15.0 * math.sin(day) + self._rng.gauss(0.0, 0.3))),
             "pressure": 1013.25 + 3.0 * math.sin(day / 3.0) + self._rng.gauss(0.0, 0.05),
         }
-        flags = frozenset({SIMULATED})
+        flags = {SIMULATED}
+        if self._t <= s.warmup_s:
+            flags.add(WARMING_UP)
+        if s.fault_rate and self._rng.random() < s.fault_rate:
+            flags.add(SENSOR_FAULT)
         return [
-            Measurement(ch, round(round(values[ch] / s.resolution) * s.resolution, 6), UNITS[ch], flags)
+            Measurement(ch, round(round(values[ch] / s.resolution) * s.resolution, 6), UNITS[ch], frozenset(flags))
             for ch in s.channels
         ]

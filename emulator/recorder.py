@@ -172,6 +172,8 @@ class TelemetryRecorder:
 
     def start(self, info: EmulatorInfo) -> None:
         self.store = TelemetryStore(self.db_path or info.state_dir / DB_FILE)
+        self._connected.clear()  # started again by Emulator.restart_broker: wait for the new connection
+        self._stopped.clear()
         self._worker = threading.Thread(target=self._run, name="telemetry-recorder", daemon=True)
         self._worker.start()
         self._client = admin_client(

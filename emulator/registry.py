@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ class Registry:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.authz_file = authz_file or self.state_dir / authz.AUTHZ_FILE
         self._lock = threading.RLock()
+        self._hold = False
         self._db = sqlite3.connect(self.state_dir / DB_FILE, timeout=10, check_same_thread=False,
                                    isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -310,9 +311,19 @@ class Registry:
             db.execute("DELETE FROM thing_principals WHERE thing=?", (name,))
 
     # -- authz -----------------------------------------------------------------------------------
+    def hold_devices(self, hold: bool) -> None:
+        """While held, the authz file marks every non-admin certificate INACTIVE (the registry is
+        untouched): the broker refuses devices until the emulator's own clients are back after a
+        broker restart (``Emulator.restart_broker``)."""
+        with self._lock:
+            self._hold = hold
+            self.write_authz()
+
     def write_authz(self) -> None:
         with self._lock:
             certs = self._certificates(None)
+            if self._hold:
+                certs = [c if c.role == "admin" else replace(c, status="INACTIVE") for c in certs]
             things = {t.name: t for t in self._things(None)}
             policies = {name: json.loads(doc) for name, doc in self._db.execute("SELECT name, document FROM policies")}
         authz.write_file(self.authz_file, authz.compile_rules(certs, things, policies))

@@ -49,6 +49,7 @@ class ProvisioningRunner:
         self._ready = threading.Event()
 
     def start(self, info: EmulatorInfo) -> None:
+        self._ready.clear()  # a restart (Emulator.restart_broker) waits for the new subscription
         self._worker = threading.Thread(target=self._run, name="emulator-provisioning", daemon=True)
         self._worker.start()
         self._client = admin_client(

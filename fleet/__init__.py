@@ -1,0 +1,1 @@
+"""Fleet simulator: many real agents in one process against the emulator (docs/fleet.md)."""

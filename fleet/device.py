@@ -1,0 +1,111 @@
+"""One simulated gateway: the agent's own config file, fleet provisioning by claim (CSR) through
+``agent.identity_setup.prepare_identity``, then ``agent.runtime.Agent`` (sampler, spool, uplink,
+shadow, jobs) on the shared event loop, each with its own MQTT5 connection, spool and identity."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent import config as cfg
+from agent.identity_setup import IdentitySetupError, prepare_identity
+from agent.runtime import Agent, ConfigRejected
+from agent.spool import SpoolError
+from fleet.profiles import DeviceProfile
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SimDevice:
+    profile: DeviceProfile
+    config_path: Path
+    thing: str | None = None
+    agent: Agent | None = None
+    task: asyncio.Task[int] | None = None
+    provision_s: float | None = None
+    error: str | None = None
+    committed: int = 0  # highest committed seq when the run ended
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def provision(self) -> cfg.AgentConfig:
+        """Blocking (run in a worker thread): the agent's own start-up identity step."""
+        t0 = time.monotonic()
+        conf = prepare_identity(cfg.load(self.config_path))
+        self.provision_s = time.monotonic() - t0
+        self.thing = conf.device.thing_name
+        return conf
+
+    async def start(self, loop: asyncio.AbstractEventLoop, pool: object) -> None:
+        try:
+            conf = await loop.run_in_executor(pool, self.provision)  # type: ignore[arg-type]
+        except (IdentitySetupError, cfg.ConfigError, OSError) as exc:
+            self.error = f"provisioning: {exc}"
+            log.error("gateway not provisioned", extra={"serial": self.profile.serial, "error": str(exc)})
+            return
+        self.agent = Agent(conf, self.config_path)
+        self.task = loop.create_task(self._run(self.agent), name=f"agent-{self.thing}")
+
+    async def _run(self, agent: Agent) -> int:
+        try:
+            return await agent.run(signals=False)
+        except (ConfigRejected, SpoolError) as exc:
+            self.error = f"agent: {exc}"
+            log.error("gateway stopped", extra={"thing": self.thing, "error": str(exc)})
+            return 1
+
+    # --- what the fleet view reads ---------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        a = self.agent
+        return a is not None and a.conn is not None and a.conn.stats.connected
+
+    @property
+    def acked(self) -> int:
+        a = self.agent
+        return a.uplink.stats.readings_acked if a is not None and a.uplink is not None else 0
+
+    @property
+    def produced(self) -> int:
+        a = self.agent
+        return a.spool.stats().next_seq - 1 if a is not None else 0
+
+    @property
+    def errors(self) -> int:
+        a = self.agent
+        n = 1 if self.error else 0
+        if a is not None and a.uplink is not None:
+            n += a.uplink.stats.failures
+        if a is not None and a.conn is not None:
+            n += a.conn.stats.connect_failures
+        return n
+
+    def last_connected_wall(self) -> float | None:
+        a = self.agent
+        return a.conn.stats.last_connected_wall if a is not None and a.conn is not None else None
+
+    async def drain(self, batch_max_age_s: float) -> None:
+        """End of run: stop sampling, commit, and send what is left at once (the live apply path
+        with a short batch age), so the spool empties and every committed reading can be counted."""
+        a = self.agent
+        if a is None:
+            return
+        await a.sampler.stop()
+        a.spool.commit()
+        self.committed = a.spool.stats().committed_seq
+        uplink = a.conf.uplink.model_copy(update={"batch_max_age_s": batch_max_age_s})
+        new = a.conf.model_copy(update={"uplink": uplink})
+        await a.apply(new)
+        if a.uplink is not None:
+            a.uplink.notify()
+
+    def spooled(self) -> int:
+        return self.agent.spool.stats().readings if self.agent is not None else 0
+
+    async def stop(self) -> None:
+        if self.agent is not None and self.task is not None:
+            self.agent.request_stop()
+            await self.task
