@@ -13,7 +13,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -85,6 +85,10 @@ class Registry:
         self.authz_file = authz_file or self.state_dir / authz.AUTHZ_FILE
         self._lock = threading.RLock()
         self._hold = False
+        # cert id -> (what its authz lines depend on, the lines); None until the first full build
+        self._authz_cache: dict[str, tuple[Any, str]] | None = None
+        self._changed: set[str] | None = None  # certificates the current transaction touched
+        self._data_version: int | None = None
         self._db = sqlite3.connect(self.state_dir / DB_FILE, timeout=10, check_same_thread=False,
                                    isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -95,9 +99,11 @@ class Registry:
             self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction; the authz file is rewritten after it commits."""
+    def _tx(self, authz_changes: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction; the authz file is rewritten after it commits unless the change
+        cannot affect authorisation (``authz_changes=False``: ownership-token bookkeeping)."""
         with self._lock:
+            self._changed = set()  # mutators add the certificates they touch; None = maybe all
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -105,13 +111,22 @@ class Registry:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-            self.write_authz()
+            if authz_changes:
+                self.write_authz(self._changed)
+
+    def _touch(self, *cert_ids: str) -> None:
+        if self._changed is not None:
+            self._changed.update(cert_ids)
+
+    def _touch_thing(self, db: sqlite3.Connection, thing: str) -> None:
+        self._touch(*(r[0] for r in db.execute("SELECT cert_id FROM thing_principals WHERE thing=?", (thing,))))
 
     # -- policies --------------------------------------------------------------------------------
     def put_policy(self, name: str, document: Mapping[str, Any]) -> None:
         authz.check_policy(document)
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO policies(name, document) VALUES (?, ?)", (name, json.dumps(document)))
+            self._changed = None
 
     def policy(self, name: str) -> dict[str, Any] | None:
         with self._lock:
@@ -139,6 +154,7 @@ class Registry:
                  now + token_ttl_s if ownership_token else None))
             for p in policies:
                 db.execute("INSERT OR IGNORE INTO cert_policies VALUES (?, ?)", (cert_id, p))
+            self._touch(cert_id)
 
     def set_status(self, cert_id: str, status: str) -> None:
         if status not in STATUSES:
@@ -147,6 +163,7 @@ class Registry:
             cur = db.execute("UPDATE certificates SET status=? WHERE id=?", (status, cert_id))
             if cur.rowcount == 0:
                 raise RegistryError(f"no certificate with id {cert_id!r}")
+            self._touch(cert_id)
 
     def revoke(self, cert_id: str) -> Certificate:
         """Mark REVOKED; the broker refuses and disconnects it from now on."""
@@ -158,7 +175,7 @@ class Registry:
     def take_token(self, token: str, now: float | None = None) -> str:
         """Redeem an ownership token: returns its certificate id. Single use, 1 hour."""
         now = time.time() if now is None else now
-        with self._tx() as db:
+        with self._tx(authz_changes=False) as db:
             row = db.execute("SELECT id, token_expires, token_used FROM certificates WHERE ownership_token=?",
                              (token,)).fetchone()
             if row is None:
@@ -173,7 +190,7 @@ class Registry:
 
     def release_token(self, cert_id: str) -> None:
         """Undo ``take_token`` when RegisterThing fails after redeeming (IoT Core lets the device retry)."""
-        with self._tx() as db:
+        with self._tx(authz_changes=False) as db:
             db.execute("UPDATE certificates SET token_used=0 WHERE id=?", (cert_id,))
 
     def certificate(self, cert_id: str) -> Certificate | None:
@@ -184,18 +201,20 @@ class Registry:
         return self._certificates(None)
 
     def _certificates(self, only: str | None) -> list[Certificate]:
+        # Three queries for any number of certificates: the authz file is rebuilt from all of them
+        # on every change, so per-row lookups made a thousand-device fleet's provisioning quadratic.
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, status, role, created, pem FROM certificates WHERE ? IS NULL OR id = ? "
                 "ORDER BY created, id", (only, only)).fetchall()
-            out = []
-            for cid, status, role, created, pem in rows:
-                pols = tuple(r[0] for r in self._db.execute(
-                    "SELECT policy FROM cert_policies WHERE cert_id=? ORDER BY policy", (cid,)))
-                things = tuple(r[0] for r in self._db.execute(
-                    "SELECT thing FROM thing_principals WHERE cert_id=? ORDER BY thing", (cid,)))
-                out.append(Certificate(cid, status, role, created, pols, things, pem))
-        return out
+            pols = _grouped(self._db.execute(
+                "SELECT cert_id, policy FROM cert_policies WHERE ? IS NULL OR cert_id = ? ORDER BY policy",
+                (only, only)))
+            things = _grouped(self._db.execute(
+                "SELECT cert_id, thing FROM thing_principals WHERE ? IS NULL OR cert_id = ? ORDER BY thing",
+                (only, only)))
+        return [Certificate(cid, status, role, created, pols.get(cid, ()), things.get(cid, ()), pem)
+                for cid, status, role, created, pem in rows]
 
     def expire_pending(self, now: float | None = None) -> list[str]:
         """IoT Core deletes a certificate still PENDING_ACTIVATION when its token expires."""
@@ -206,6 +225,7 @@ class Registry:
             for cid in ids:
                 db.execute("DELETE FROM certificates WHERE id=?", (cid,))
                 db.execute("DELETE FROM cert_policies WHERE cert_id=?", (cid,))
+            self._touch(*ids)
         return ids
 
     # -- things ----------------------------------------------------------------------------------
@@ -221,13 +241,12 @@ class Registry:
             rows = self._db.execute(
                 "SELECT name, attributes, thing_type, groups, billing_group, version FROM things "
                 "WHERE ? IS NULL OR name = ? ORDER BY name", (only, only)).fetchall()
-            out = []
-            for name, attrs, ttype, groups, billing, version in rows:
-                principals = tuple(r[0] for r in self._db.execute(
-                    "SELECT cert_id FROM thing_principals WHERE thing=? ORDER BY cert_id", (name,)))
-                out.append(Thing(name, json.loads(attrs), ttype, tuple(json.loads(groups)), billing, version,
-                                 principals))
-        return out
+            principals = _grouped(self._db.execute(
+                "SELECT thing, cert_id FROM thing_principals WHERE ? IS NULL OR thing = ? ORDER BY cert_id",
+                (only, only)))
+        return [Thing(name, json.loads(attrs), ttype, tuple(json.loads(groups)), billing, version,
+                      principals.get(name, ()))
+                for name, attrs, ttype, groups, billing, version in rows]
 
     def group_members(self, group: str) -> list[str]:
         """Things in a (static) thing group, by name; groups exist while they have members here."""
@@ -254,9 +273,11 @@ class Registry:
             for p in policies:
                 if db.execute("SELECT 1 FROM policies WHERE name=?", (p,)).fetchone() is None:
                     raise RegistryError(f"policy {p!r} does not exist")
+            self._touch(cert_id)
             if thing is not None:
                 self._upsert_thing(db, thing)
                 db.execute("INSERT OR IGNORE INTO thing_principals VALUES (?, ?)", (thing["name"], cert_id))
+                self._touch_thing(db, thing["name"])  # its attributes may have changed for every cert
             for p in policies:
                 db.execute("INSERT OR IGNORE INTO cert_policies VALUES (?, ?)", (cert_id, p))
             if cert_status is not None:
@@ -301,6 +322,7 @@ class Registry:
                                     "override_settings": {"AttributePayload": "REPLACE"}})
             for cid in principals:
                 db.execute("INSERT OR IGNORE INTO thing_principals VALUES (?, ?)", (name, cid))
+            self._touch_thing(db, name)
 
     def delete_thing(self, name: str) -> None:
         """Detach every principal and delete the thing (an operator re-enrolling a wiped gateway:
@@ -317,16 +339,50 @@ class Registry:
         broker restart (``Emulator.restart_broker``)."""
         with self._lock:
             self._hold = hold
-            self.write_authz()
+            self.write_authz(None)
 
-    def write_authz(self) -> None:
+    def write_authz(self, changed: set[str] | None = None) -> None:
+        """Rebuild the broker's authz file. Each certificate's lines are compiled once and kept
+        until something they depend on changes; ``changed`` names the certificates a change touched
+        (None: any may have), so provisioning one more device recompiles one certificate, not the
+        fleet. The file is replaced atomically but not fsynced: it is derived, and rewritten from
+        the registry at every start."""
         with self._lock:
-            certs = self._certificates(None)
-            if self._hold:
-                certs = [c if c.role == "admin" else replace(c, status="INACTIVE") for c in certs]
-            things = {t.name: t for t in self._things(None)}
-            policies = {name: json.loads(doc) for name, doc in self._db.execute("SELECT name, document FROM policies")}
-        authz.write_file(self.authz_file, authz.compile_rules(certs, things, policies))
+            # Another process (the admin CLI revoking a certificate) may have committed since our
+            # last build: SQLite's data_version moves only for other connections' commits.
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if changed is None or self._authz_cache is None or version != self._data_version:
+                self._data_version = version
+                certs = self._certificates(None)
+                things = {t.name: t for t in self._things(None)}
+                self._authz_cache = {}
+            else:
+                certs = [c for cid in changed for c in self._certificates(cid)]
+                for cid in changed - {c.certificate_id for c in certs}:
+                    self._authz_cache.pop(cid, None)  # deleted
+                names = {c.things[0] for c in certs if c.things}
+                things = {t.name: t for n in names for t in self._things(n)}
+            docs = dict(self._db.execute("SELECT name, document FROM policies").fetchall())
+            policies = {name: json.loads(doc) for name, doc in docs.items()}
+            cache = self._authz_cache
+            for cert in certs:
+                if self._hold and cert.role != "admin":
+                    cert = replace(cert, status="INACTIVE")
+                thing = things.get(cert.things[0]) if cert.things else None
+                key = (cert.status, cert.role, cert.policies, tuple(docs.get(p) for p in cert.policies),
+                       None if thing is None else (thing.name, thing.thing_type, json.dumps(thing.attributes)))
+                hit = cache.get(cert.certificate_id)
+                if hit is None or hit[0] != key:
+                    cache[cert.certificate_id] = (key, authz.render_chunk(authz.compile_rules([cert], things, policies)))
+            chunks = [chunk for _, chunk in cache.values()]
+        authz.write_text(self.authz_file, chunks)
+
+
+def _grouped(rows: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
+    out: dict[str, list[str]] = {}
+    for key, value in rows:
+        out.setdefault(key, []).append(value)
+    return {k: tuple(v) for k, v in out.items()}
 
 
 class TokenError(RegistryError):

@@ -37,10 +37,10 @@ def create_exclusive(path: Path, mode: int = SECRET_MODE) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = SECRET_MODE) -> Path:
+def write_atomic(path: Path, data: bytes, mode: int = SECRET_MODE, *, durable: bool = True) -> Path:
     """Replace ``path`` with ``data`` atomically: readers see the old content or the new, never a
     mix, and a crash leaves at most a stray ``.<name>.*.tmp`` that :func:`remove_stale_temps`
-    clears."""
+    clears. ``durable=False`` skips the fsyncs, for derived files rebuilt after a crash anyway."""
     path = Path(path)
     ensure_dir(path.parent)
     tmp: Path | None = None
@@ -59,13 +59,15 @@ def write_atomic(path: Path, data: bytes, mode: int = SECRET_MODE) -> Path:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
     return path
 
 
