@@ -373,7 +373,8 @@ class Registry:
                        None if thing is None else (thing.name, thing.thing_type, json.dumps(thing.attributes)))
                 hit = cache.get(cert.certificate_id)
                 if hit is None or hit[0] != key:
-                    cache[cert.certificate_id] = (key, authz.render_chunk(authz.compile_rules([cert], things, policies)))
+                    lines = authz.render_chunk(authz.compile_rules([cert], things, policies))
+                    cache[cert.certificate_id] = (key, lines)
             chunks = [chunk for _, chunk in cache.values()]
         authz.write_text(self.authz_file, chunks)
 
