@@ -178,7 +178,8 @@ class Agent:
         await self.layer.load_persisted()  # the persisted remote layers, offline too
         await self._start_features()
         self._tasks.append(loop.create_task(self._committer(), name="committer"))
-        self._tasks.append(loop.create_task(self._status_loop(), name="status"))
+        if self.notifier.enabled:  # STATUS= lines for systemd; nobody to read them otherwise
+            self._tasks.append(loop.create_task(self._status_loop(), name="status"))
         if signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop.set)

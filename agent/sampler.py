@@ -88,6 +88,9 @@ class SensorTask:
         self.health = SensorHealth(conf.id, conf.driver)
         self._driver = driver or registry.create(conf.driver, conf.driver_settings())
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sensor-{conf.id}")
+        # A driver that does no I/O is read on the loop: a thread hop per read cost more than the
+        # read itself (and a fleet simulation would need a thread per simulated sensor).
+        self._inline = getattr(self._driver, "blocking", True) is False
         self._task: asyncio.Task[None] | None = None
         self._opened = False
 
@@ -146,8 +149,11 @@ class SensorTask:
             try:
                 # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
                 # arrives as the read completes, and stop() would then wait forever.
-                async with asyncio.timeout(timeout):
-                    measurements = await loop.run_in_executor(self._executor, self._read_blocking)
+                if self._inline:
+                    measurements = self._read_blocking()
+                else:
+                    async with asyncio.timeout(timeout):
+                        measurements = await loop.run_in_executor(self._executor, self._read_blocking)
             except TimeoutError:
                 self._failed("timeout", f"no answer within {timeout:.1f} s")
             except DriverError as exc:

@@ -51,7 +51,10 @@ class Driver(Protocol):
     """What the sampler needs from a sensor. Implementations are constructed with their settings.
 
     ``read`` may block for at most the driver's own timeout; the sampler calls it from a worker
-    thread, so blocking I/O is fine but unbounded waits are not.
+    thread, so blocking I/O is fine but unbounded waits are not. A driver that never blocks (no I/O,
+    like the simulated sensor) may say so with a class attribute ``blocking = False``: the sampler
+    then reads it on the event loop, without a thread per sensor (a fleet simulation runs
+    thousands of them).
     """
 
     name: ClassVar[str]

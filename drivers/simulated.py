@@ -42,6 +42,7 @@ class SimulatedSettings(DriverSettings):
 class SimulatedDriver:
     name: ClassVar[str] = "simulated"
     Settings: ClassVar[type[DriverSettings]] = SimulatedSettings
+    blocking: ClassVar[bool] = False  # pure computation: read on the sampler's loop
 
     def __init__(self, settings: DriverSettings) -> None:
         assert isinstance(settings, SimulatedSettings)

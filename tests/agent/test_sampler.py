@@ -157,3 +157,26 @@ def test_a_crash_outside_the_driver_restarts_the_loop_and_is_counted(caplog):
     asyncio.run(scenario())
     crash = [r for r in caplog.records if r.getMessage() == "loop crashed; restarting it"]
     assert crash and crash[0].exc_info is not None and getattr(crash[0], "loop", "") == "sensor-s1"
+
+
+class ThreadRecordingDriver(ScriptedDriver):
+    def __init__(self, blocking: bool | None):
+        super().__init__()
+        if blocking is not None:
+            self.blocking = blocking
+        self.threads: set[str] = set()
+
+    def read(self):
+        self.threads.add(threading.current_thread().name)
+        return super().read()
+
+
+def test_non_blocking_driver_is_read_on_the_loop_and_others_on_their_thread():
+    inline, default, blocking = ThreadRecordingDriver(False), ThreadRecordingDriver(None), ThreadRecordingDriver(True)
+    got: list = []
+    tasks = [SensorTask(conf(sid=f"s{i}"), got.extend, ClockSync("assume_synced"), driver=d)
+             for i, d in enumerate((inline, default, blocking))]
+    asyncio.run(run_for(tasks, 0.3))
+    assert inline.threads == {threading.main_thread().name} and inline.reads >= 3
+    assert default.threads == {"sensor-s1_0"} and blocking.threads == {"sensor-s2_0"}
+    assert len(got) == inline.reads + default.reads + blocking.reads
