@@ -49,6 +49,7 @@ class ConfigLayer:
         self.shadow_version: int | None = None
         self.changes = 0
         self._lock = asyncio.Lock()
+        self._view: tuple[cfg.AgentConfig, dict[str, Any]] | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -134,7 +135,12 @@ class ConfigLayer:
         return new
 
     def reported(self) -> dict[str, Any]:
-        return managed_view(self._running())
+        """The managed view of the applied config, recomputed only when the config object changed
+        (every apply replaces it; the shadow worker asks every second)."""
+        conf = self._running()
+        if self._view is None or self._view[0] is not conf:
+            self._view = (conf, managed_view(conf))
+        return self._view[1]
 
     def status(self) -> dict[str, Any]:
         return {"remote_changes": self.changes, "config_errors": [{"path": p, "reason": r} for p, r in self.errors]}

@@ -103,6 +103,11 @@ class ReportGate:
         self._last_sent: float | None = None
         self._last_doc: dict[str, Any] | None = None
 
+    def elapsed(self) -> bool:
+        """The minimum interval has passed: only then can a status drift be due (checked before
+        building the status document, which is the expensive part of an idle agent's second)."""
+        return self._last_sent is None or self._clock() - self._last_sent >= self.min_interval_s
+
     def due(self, doc: dict[str, Any]) -> bool:
         if self._last_doc is not None and fingerprint(doc) == fingerprint(self._last_doc):
             return False

@@ -237,8 +237,10 @@ class ShadowSync:
             return
         config = self.layer.reported()
         errors = errors_doc(self.layer.errors + self._extra_errors)
-        status = self.status_source.build()
         config_changed = config != self._sent_config or errors != self._sent_errors
+        if not (self._force_report or config_changed or self.gate.elapsed()):
+            return  # nothing can be due: skip building the status (1,000 agents did so every second)
+        status = self.status_source.build()
         if not (self._force_report or config_changed or self.gate.due(status)):
             return
         reported: dict[str, Any] = {"status": status}
