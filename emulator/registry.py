@@ -330,6 +330,7 @@ class Registry:
         with self._tx() as db:
             if db.execute("DELETE FROM things WHERE name=?", (name,)).rowcount == 0:
                 raise RegistryError(f"no thing named {name!r}")
+            self._touch_thing(db, name)  # its certificates lose the thing's policy variables
             db.execute("DELETE FROM thing_principals WHERE thing=?", (name,))
 
     # -- authz -----------------------------------------------------------------------------------

@@ -66,3 +66,16 @@ def test_a_change_made_by_another_process_is_not_undone(tmp_path):
     assert f"S {_cid(0)} INACTIVE device" in held.authz_file.read_text()
     held.hold_devices(False)
     assert f"S {_cid(0)} ACTIVE device" in held.authz_file.read_text()
+
+
+def test_deleting_a_thing_recompiles_its_certificates(tmp_path):
+    reg = Registry(tmp_path / "registry")
+    reg.put_policy("methane-device", json.loads(DEVICE_POLICY_FILE.read_text()))
+    for i in range(2):
+        _provision(reg, i)
+    reg.delete_thing("methane-0")
+    incremental = _lines(reg)
+    full = Registry(tmp_path / "registry")
+    full.write_authz()
+    assert _lines(full) == incremental
+    assert not any("methane-0" in line for line in incremental)  # no rule names the deleted thing
