@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim.add_argument("--report", type=Path, default=None, help="write the JSON report here")
     sim.add_argument("--workdir", type=Path, default=None,
                      help="gateways' config, spool and identity (default: <emulator-dir>/fleet or a temp dir)")
-    sim.add_argument("--provision-parallel", type=int, default=8, help="provisioning requests at once")
+    sim.add_argument("--provision-parallel", type=int, default=4,
+                     help="worker processes provisioning gateways at once (default 4)")
     sim.add_argument("--batch-max-age", type=float, default=60.0, help="gateways' uplink.batch_max_age_s")
     sim.add_argument("--max-reconnect-delay-ms", type=int, default=30_000, help="gateways' reconnect backoff bound")
     sim.add_argument("--outage", type=float, default=10.0, help="broker-restart: seconds the broker stays down")

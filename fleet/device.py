@@ -5,6 +5,7 @@ shadow, jobs) on the shared event loop, each with its own MQTT5 connection, spoo
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,18 @@ from fleet.profiles import DeviceProfile
 log = logging.getLogger(__name__)
 
 
+def provision_identity(config_path: str) -> float:
+    """In a worker process: the agent's own start-up identity step (fleet provisioning by claim,
+    CSR) for one gateway; returns the seconds it took."""
+    t0 = time.monotonic()
+    prepare_identity(cfg.load(Path(config_path)))
+    return time.monotonic() - t0
+
+
+def _load_identity(config_path: Path) -> cfg.AgentConfig:
+    return prepare_identity(cfg.load(config_path))
+
+
 @dataclass
 class SimDevice:
     profile: DeviceProfile
@@ -31,21 +44,18 @@ class SimDevice:
     committed: int = 0  # highest committed seq when the run ended
     counters: dict[str, int] = field(default_factory=dict)
 
-    def provision(self) -> cfg.AgentConfig:
-        """Blocking (run in a worker thread): the agent's own start-up identity step."""
-        t0 = time.monotonic()
-        conf = prepare_identity(cfg.load(self.config_path))
-        self.provision_s = time.monotonic() - t0
-        self.thing = conf.device.thing_name
-        return conf
-
-    async def start(self, loop: asyncio.AbstractEventLoop, pool: object) -> None:
+    async def start(self, loop: asyncio.AbstractEventLoop, pool: concurrent.futures.Executor) -> None:
+        """Provision in ``pool`` (worker processes: key generation, TLS set-up and the claim
+        exchange hold the GIL long enough to starve the running agents' loop), then start the agent
+        here; its own start-up identity step finds the verified identity and only reads it."""
         try:
-            conf = await loop.run_in_executor(pool, self.provision)  # type: ignore[arg-type]
+            self.provision_s = await loop.run_in_executor(pool, provision_identity, str(self.config_path))
+            conf = await loop.run_in_executor(None, _load_identity, self.config_path)
         except (IdentitySetupError, cfg.ConfigError, OSError) as exc:
             self.error = f"provisioning: {exc}"
             log.error("gateway not provisioned", extra={"serial": self.profile.serial, "error": str(exc)})
             return
+        self.thing = conf.device.thing_name
         self.agent = Agent(conf, self.config_path)
         self.task = loop.create_task(self._run(self.agent), name=f"agent-{self.thing}")
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import multiprocessing
 import resource
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,7 +43,7 @@ class Options:
     workdir: Path
     emulator_dir: Path | None = None
     aws: Endpoint | None = None
-    provision_parallel: int = 8
+    provision_parallel: int = 4
     batch_max_age_s: float = 60.0
     max_reconnect_delay_ms: int = 30_000
     outage_s: float = 10.0
@@ -115,9 +117,11 @@ class FleetSimulator:
         logging.getLogger().setLevel(self.opts.log_level)
         endpoint = self._start_emulator() if self.opts.emulator_dir is not None else self.opts.aws
         assert endpoint is not None
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the broker on SIGTERM too
         try:
             return asyncio.run(self._run(endpoint))
         finally:
+            signal.signal(signal.SIGTERM, previous)
             if self.emu is not None:
                 self.emu.stop()
 
@@ -184,7 +188,8 @@ class FleetSimulator:
         self.phase = "cold-start"
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(self.opts.provision_parallel, thread_name_prefix="prov") as pool:
+        ctx = multiprocessing.get_context("spawn")  # never fork a process that runs awscrt threads
+        with concurrent.futures.ProcessPoolExecutor(self.opts.provision_parallel, mp_context=ctx) as pool:
             await asyncio.gather(*(d.start(loop, pool) for d in self.devices))
         provisioned_s = time.monotonic() - t0
         ok = [d for d in self.devices if d.agent is not None]
