@@ -133,7 +133,7 @@ def test_idle_agent_does_not_build_its_status_every_second(gateway, admin):
     async def scenario() -> None:
         agent = Agent(gateway.conf(remote={"reported_min_interval_s": 300.0}))
         async with running(agent):
-            shadow = remote_of(agent).shadow
+            shadow = shadow_of(agent)
             assert shadow is not None
             await eventually(lambda: shadow.reports >= 1)
             await asyncio.sleep(2.0)  # the start-up reports (config, then status) are done
