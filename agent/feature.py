@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from agent.config import AgentConfig
     from agent.connection import Connection
+    from agent.status_model import AgentStatus
 
 
 class SensorNotRunning(LookupError):
@@ -31,7 +32,7 @@ class Ports:
     thing_name: str  # "" when the device has no identity (offline mode)
     config: Callable[[], AgentConfig]  # the config in force now (the file with remote layers on top)
     apply: Callable[[AgentConfig], Awaitable[list[str]]]  # the one apply path; raises config.ConfigRejected
-    status: Callable[[], dict[str, Any]]  # the agent's status document (``methane-agent status --json``)
+    status: Callable[[], AgentStatus]  # the agent's status (``as_dict()``: ``methane-agent status --json``)
     connection: Connection | None  # the one MQTT connection; None when running offline
     # (sensor id, "zero"|"span", span value or None, timeout in s): on the sensor's own thread.
     # Raises SensorNotRunning, drivers.base.DriverError ("unsupported" when the driver cannot).

@@ -60,7 +60,8 @@ class IdentitySetupError(Exception):
     """The agent must not start; the message says why and how to fix it."""
 
 
-def provisioning_settings(conf: AgentConfig) -> Settings:
+def provisioning_settings(conf: AgentConfig, hardware_root: Path = Path("/")) -> Settings:
+    """``hardware_root``: where the serial number sources (/proc/cpuinfo, device tree) are read."""
     p = conf.provisioning
     if p.claim_cert_file is None or p.claim_key_file is None:
         raise IdentitySetupError("provisioning needs provisioning.claim_cert_file and provisioning.claim_key_file")
@@ -78,6 +79,7 @@ def provisioning_settings(conf: AgentConfig) -> Settings:
         key_type=p.key_type,
         method=p.method,
         serial_source=p.serial_source,
+        hardware_root=hardware_root,
     )
 
 
@@ -191,11 +193,15 @@ def _merge(conf: AgentConfig, ident: Identity) -> AgentConfig:
 
 
 def prepare_identity(
-    conf: AgentConfig, *, heartbeat: Heartbeat | None = None, stop: threading.Event | None = None
+    conf: AgentConfig,
+    *,
+    heartbeat: Heartbeat | None = None,
+    stop: threading.Event | None = None,
+    hardware_root: Path = Path("/"),
 ) -> AgentConfig:
     ident = _load_identity(conf)
     if conf.provisioning.enabled and (ident is None or conf.connection.endpoint):
-        settings = provisioning_settings(conf)
+        settings = provisioning_settings(conf, hardware_root)
         # Also finishes a run a crash interrupted (e.g. identity written, not yet verified); on a
         # verified device it returns at once without touching the network.
         ident = run_provisioning(settings, heartbeat=heartbeat, stop=stop)

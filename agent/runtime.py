@@ -33,6 +33,7 @@ from agent.remote.shadow import ShadowFeature
 from agent.sampler import Sampler
 from agent.spool import Reading, Spool, SpoolError
 from agent.status import StatusServer, summary_line
+from agent.status_model import AgentInfo, AgentStatus, LinkStatus, SpoolStatus, UplinkStatus
 from agent.uplink import Uplink
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class Agent:
         self.features: list[Feature] = self._features(action_env)
         self.notifier = Notifier.from_env()
         self.watchdog = WatchdogGate(self.notifier)
-        self.status_server = StatusServer(conf.status_socket, self.status)
+        self.status_server = StatusServer(conf.status_socket, lambda: self.status().as_dict())
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self.reloads = 0
@@ -297,13 +298,13 @@ class Agent:
         return ok
 
     # --- status ---------------------------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
+    def status(self) -> AgentStatus:
         now = time.time()
         st = self.spool.stats()
-        up: dict[str, Any] = {"enabled": self.uplink is not None}
+        link = None
         if self.conn is not None and self.uplink is not None:
             cs, us = self.conn.stats, self.uplink.stats
-            up.update(
+            link = LinkStatus(
                 endpoint=self.conf.connection.endpoint,
                 topic=self.uplink.topic,
                 encoding=self.conf.uplink.encoding,
@@ -322,43 +323,43 @@ class Agent:
                 inflight=us.inflight,
                 publishes_per_s=round(self.conn.publish_rate(), 2),
             )
-        doc: dict[str, Any] = {
-            "agent": {
-                "version": agent.__version__,
-                "pid": os.getpid(),
-                "thing_name": self.thing or None,
-                "uptime_s": round(time.monotonic() - self.started_monotonic, 1),
-                "config_hash": self.conf.digest(),
-                "reloads": self.reloads,
-                "last_reload_error": self.last_reload_error,
-            },
-            "clock_synced": self.clock.synced(),
-            "spool": {
-                "path": str(self.conf.spool_path),
-                "readings": st.readings,
-                "bytes": st.bytes,
-                "oldest_seq": st.oldest_seq,
-                "oldest_ts_ms": st.oldest_ts_ms,
-                "oldest_age_s": None if st.oldest_ts_ms is None else round(now - st.oldest_ts_ms / 1000, 1),
-                "next_seq": st.next_seq,
-                "uncommitted": st.pending_uncommitted,
-                "evicted_routine": st.evicted_routine,
-                "evicted_alarm": st.evicted_alarm,
-                "quarantined": st.quarantined,
-                "epoch": self.spool.epoch,
-                "seq_skipped": st.seq_skipped,
-            },
-            "uplink": up,
-            "sensors": self.sampler.health(),
-            "remote": {**self.layer.status(), "shadow": None, "jobs": None},
-        }
+        features: dict[str, Any] = {"remote": {**self.layer.status(), "shadow": None, "jobs": None}}
         for f in self.features:
             *parents, leaf = f.status_key.split(".")
-            node = doc
+            node = features
             for p in parents:
                 node = node.setdefault(p, {})
             node[leaf] = f.status()
-        return doc
+        return AgentStatus(
+            agent=AgentInfo(
+                version=agent.__version__,
+                pid=os.getpid(),
+                thing_name=self.thing or None,
+                uptime_s=round(time.monotonic() - self.started_monotonic, 1),
+                config_hash=self.conf.digest(),
+                reloads=self.reloads,
+                last_reload_error=self.last_reload_error,
+            ),
+            clock_synced=self.clock.synced(),
+            spool=SpoolStatus(
+                path=str(self.conf.spool_path),
+                readings=st.readings,
+                bytes=st.bytes,
+                oldest_seq=st.oldest_seq,
+                oldest_ts_ms=st.oldest_ts_ms,
+                oldest_age_s=None if st.oldest_ts_ms is None else round(now - st.oldest_ts_ms / 1000, 1),
+                next_seq=st.next_seq,
+                uncommitted=st.pending_uncommitted,
+                evicted_routine=st.evicted_routine,
+                evicted_alarm=st.evicted_alarm,
+                quarantined=st.quarantined,
+                epoch=self.spool.epoch,
+                seq_skipped=st.seq_skipped,
+            ),
+            uplink=UplinkStatus(enabled=self.uplink is not None, link=link),
+            sensors=self.sampler.health(),
+            features=features,
+        )
 
 
 def load_config(config_path: Path, *, heartbeat: Any = None, stop: threading.Event | None = None) -> cfg.AgentConfig:

@@ -22,6 +22,7 @@ from agent.clock import ClockSync
 from agent.config import SensorConfig
 from agent.feature import SensorNotRunning
 from agent.reading import Reading
+from agent.status_model import SensorStatus
 from agent.supervise import Restarts, supervised
 from drivers import registry
 from drivers.base import Calibratable, Driver, DriverError, Measurement
@@ -46,21 +47,21 @@ class SensorHealth:
     last_values: dict[str, dict[str, Any]] = field(default_factory=dict)
     loop: Restarts = field(default_factory=Restarts)  # the read loop's unexpected crashes
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.sensor_id,
-            "driver": self.driver,
-            "state": self.state,
-            "reads": self.reads,
-            "errors": self.errors,
-            "consecutive_errors": self.consecutive_errors,
-            "skipped_ticks": self.skipped_ticks,
-            "last_error": self.last_error,
-            "last_error_ts": self.last_error_wall,
-            "last_read_ts": self.last_read_wall,
-            "last": self.last_values,
-            "restarts": self.loop.count,
-        }
+    def snapshot(self) -> SensorStatus:
+        return SensorStatus(
+            id=self.sensor_id,
+            driver=self.driver,
+            state=self.state,
+            reads=self.reads,
+            errors=self.errors,
+            consecutive_errors=self.consecutive_errors,
+            skipped_ticks=self.skipped_ticks,
+            last_error=self.last_error,
+            last_error_ts=self.last_error_wall,
+            last_read_ts=self.last_read_wall,
+            last={q: dict(v) for q, v in self.last_values.items()},
+            restarts=self.loop.count,
+        )
 
 
 def is_alarm(conf: SensorConfig, m: Measurement) -> bool:
@@ -251,7 +252,7 @@ class Sampler:
         await asyncio.gather(*(t.stop() for t in self.tasks.values()))
         self.tasks.clear()
 
-    def health(self) -> list[dict[str, Any]]:
-        out = [t.health.as_dict() for t in self.tasks.values()]
-        out += [{"id": sid, "state": "not_started", "last_error": err} for sid, err in self.failed_to_start.items()]
+    def health(self) -> list[SensorStatus]:
+        out = [t.health.snapshot() for t in self.tasks.values()]
+        out += [SensorStatus(sid, "not_started", err) for sid, err in self.failed_to_start.items()]
         return out

@@ -1,5 +1,6 @@
-"""The status a running agent reports: on its Unix socket (``methane-agent status``), in systemd's
-STATUS= line, and (later) in the shadow's ``reported`` section. One builder, three consumers."""
+"""The status a running agent reports: on its Unix socket (``methane-agent status``) and in
+systemd's STATUS= line (the shadow's ``reported.status`` and the diagnostics bundle read the same
+``AgentStatus``, agent/status_model.py). One builder (``Agent.status``), typed consumers."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from agent.status_model import AgentStatus
 
 log = logging.getLogger(__name__)
 
@@ -28,20 +31,20 @@ def _ago(wall: float | None, now: float) -> str:
     return f"{s / 3600:.1f}h ago"
 
 
-def summary_line(status: dict[str, Any]) -> str:
+def summary_line(status: AgentStatus) -> str:
     """One line for ``systemctl status``: what a technician needs at a glance."""
     now = time.time()
-    sp = status.get("spool", {})
-    up = status.get("uplink", {})
-    link = "offline-mode" if not up.get("enabled") else ("connected" if up.get("connected") else "disconnected")
-    if up.get("certificate_refused"):
-        link = "CERTIFICATE REFUSED by the broker"
-    failing = [s["id"] for s in status.get("sensors", []) if s.get("state") not in ("ok", "starting")]
+    sp, up = status.spool, status.uplink
+    link = up.link
+    state = "offline-mode" if not up.enabled else ("connected" if link and link.connected else "disconnected")
+    if link is not None and link.certificate_refused:
+        state = "CERTIFICATE REFUSED by the broker"
+    failing = [s.id for s in status.sensors if s.state not in ("ok", "starting")]
     parts = [
-        f"spool={sp.get('readings', 0)} readings",
-        f"oldest={sp.get('oldest_age_s', 0):.0f}s" if sp.get("oldest_age_s") is not None else "oldest=-",
-        f"last publish {_ago(up.get('last_ack_ts'), now)}",
-        link,
+        f"spool={sp.readings} readings",
+        f"oldest={sp.oldest_age_s:.0f}s" if sp.oldest_age_s is not None else "oldest=-",
+        f"last publish {_ago(link.last_ack_ts if link else None, now)}",
+        state,
     ]
     if failing:
         parts.append("failing sensors: " + ",".join(failing))

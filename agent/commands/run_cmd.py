@@ -51,26 +51,25 @@ def _offline_status(conf: cfg.AgentConfig) -> dict[str, Any]:
     return out
 
 
-def _print_human(st: dict[str, Any]) -> None:
+def _print_human(doc: dict[str, Any]) -> None:
     from agent.status import summary_line
+    from agent.status_model import AgentStatus
 
-    a = st.get("agent", {})
-    print(f"methane-agent {a.get('version')} pid {a.get('pid')} thing {a.get('thing_name')} "
-          f"up {a.get('uptime_s')}s config {a.get('config_hash')}")
+    st = AgentStatus.from_dict(doc)
+    a, sp, link = st.agent, st.spool, st.uplink.link
+    print(f"methane-agent {a.version} pid {a.pid} thing {a.thing_name} up {a.uptime_s}s config {a.config_hash}")
     print(summary_line(st))
-    sp = st.get("spool", {})
-    print(f"spool: {sp.get('readings')} readings, {sp.get('bytes')} bytes, oldest {sp.get('oldest_age_s')}s, "
-          f"next seq {sp.get('next_seq')}, evicted {sp.get('evicted_routine')} routine / "
-          f"{sp.get('evicted_alarm')} alarm, quarantined {sp.get('quarantined')}, "
-          f"epoch {sp.get('epoch')}, seq skipped {sp.get('seq_skipped')}")
-    up = st.get("uplink", {})
-    if up.get("enabled"):
-        print(f"uplink: {'connected' if up.get('connected') else 'DISCONNECTED'} to {up.get('endpoint')}, "
-              f"reconnects {up.get('reconnects')}, batches acked {up.get('batches_acked')}, "
-              f"readings acked {up.get('readings_acked')}, last error {up.get('last_error')}")
-    for s in st.get("sensors", []):
-        last = ", ".join(f"{q}={v.get('value')} {v.get('unit')}" for q, v in (s.get("last") or {}).items())
-        print(f"sensor {s.get('id')}: {s.get('state')}; {last or '-'}; last error {s.get('last_error')}")
+    print(f"spool: {sp.readings} readings, {sp.bytes} bytes, oldest {sp.oldest_age_s}s, "
+          f"next seq {sp.next_seq}, evicted {sp.evicted_routine} routine / "
+          f"{sp.evicted_alarm} alarm, quarantined {sp.quarantined}, "
+          f"epoch {sp.epoch}, seq skipped {sp.seq_skipped}")
+    if link is not None:
+        print(f"uplink: {'connected' if link.connected else 'DISCONNECTED'} to {link.endpoint}, "
+              f"reconnects {link.reconnects}, batches acked {link.batches_acked}, "
+              f"readings acked {link.readings_acked}, last error {link.last_error}")
+    for s in st.sensors:
+        last = ", ".join(f"{q}={v.get('value')} {v.get('unit')}" for q, v in s.last.items())
+        print(f"sensor {s.id}: {s.state}; {last or '-'}; last error {s.last_error}")
 
 
 def _status(args: argparse.Namespace) -> int:

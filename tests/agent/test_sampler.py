@@ -150,8 +150,7 @@ def test_a_crash_outside_the_driver_restarts_the_loop_and_is_counted(caplog):
         while not got and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await task.stop()
-        health = task.health.as_dict()
-        assert got and health["restarts"] == 1
+        assert got and task.health.snapshot().restarts == 1
         assert task.health.loop.last_error == "RuntimeError: spool surprise"
 
     asyncio.run(scenario())

@@ -3,7 +3,6 @@ identity step and the CLI, against the local emulator."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -137,15 +136,10 @@ def agent_conf(fleet, tmp_path: Path, hardware_root: Path, **prov) -> cfg.AgentC
     })
 
 
-def test_prepare_identity_provisions_and_fills_config(fleet, tmp_path, hardware_root, monkeypatch):
+def test_prepare_identity_provisions_and_fills_config(fleet, tmp_path, hardware_root):
     conf = agent_conf(fleet, tmp_path, hardware_root)
-    from agent import identity_setup
-
-    real = identity_setup.provisioning_settings
-    monkeypatch.setattr(identity_setup, "provisioning_settings",
-                        lambda c: dataclasses.replace(real(c), hardware_root=hardware_root))
     beats: list[str] = []
-    out = prepare_identity(conf, heartbeat=beats.append)
+    out = prepare_identity(conf, heartbeat=beats.append, hardware_root=hardware_root)
     ident = identity.load(conf.state_dir)
     assert out.device.thing_name == THING == ident.thing_name
     assert out.connection.cert_file == ident.cert_file and out.connection.key_file == ident.key_file
@@ -155,16 +149,7 @@ def test_prepare_identity_provisions_and_fills_config(fleet, tmp_path, hardware_
     assert prepare_identity(conf).connection.cert_file == ident.cert_file
 
 
-def _with_hardware(monkeypatch, hardware_root):
-    from agent import identity_setup
-
-    real = identity_setup.provisioning_settings
-    monkeypatch.setattr(identity_setup, "provisioning_settings",
-                        lambda c: dataclasses.replace(real(c), hardware_root=hardware_root))
-
-
-def test_claim_key_in_the_state_claim_dir_is_deleted_once_provisioned(fleet, tmp_path, hardware_root, monkeypatch,
-                                                                      caplog):
+def test_claim_key_in_the_state_claim_dir_is_deleted_once_provisioned(fleet, tmp_path, hardware_root, caplog):
     info = fleet.info
     claim_dir = tmp_path / "state" / "claim"
     claim_dir.mkdir(parents=True)
@@ -173,11 +158,10 @@ def test_claim_key_in_the_state_claim_dir_is_deleted_once_provisioned(fleet, tmp
         os.chmod(claim_dir / src.name, 0o600)
     conf = agent_conf(fleet, tmp_path, hardware_root, claim_cert_file=str(claim_dir / info.claim_cert_file.name),
                       claim_key_file=str(claim_dir / info.claim_key_file.name))
-    _with_hardware(monkeypatch, hardware_root)
-    out = prepare_identity(conf)
+    out = prepare_identity(conf, hardware_root=hardware_root)
     assert out.device.thing_name == THING
     assert list(claim_dir.iterdir()) == []  # the fleet's secret is gone from this gateway
-    assert prepare_identity(conf).device.thing_name == THING  # later starts do not need it
+    assert prepare_identity(conf, hardware_root=hardware_root).device.thing_name == THING  # later starts do not need it
 
     # A claim key kept anywhere else is left alone, with a warning naming it.
     other = agent_conf(fleet, tmp_path / "b", hardware_root)
@@ -190,7 +174,7 @@ def test_claim_key_in_the_state_claim_dir_is_deleted_once_provisioned(fleet, tmp
     assert any("claim key is still readable" in r.getMessage() for r in caplog.records)
 
 
-def test_unset_site_id_follows_the_site_the_thing_was_registered_with(tmp_path, hardware_root, monkeypatch):
+def test_unset_site_id_follows_the_site_the_thing_was_registered_with(tmp_path, hardware_root):
     from cloud.preprovision.allowlist import FileAllowlist
     from tests.provisioning.conftest import SERIAL, start_emulator
 
@@ -202,17 +186,16 @@ def test_unset_site_id_follows_the_site_the_thing_was_registered_with(tmp_path, 
         data = conf.model_dump(mode="json")
         del data["device"]["site_id"]  # not set in the file
         conf = cfg.validate(data)
-        _with_hardware(monkeypatch, hardware_root)
-        out = prepare_identity(conf)
+        out = prepare_identity(conf, hardware_root=hardware_root)
         assert out.device.site_id == "pinned-9"
         # An explicit site_id still wins (with a warning): the operator's file is the last word.
         explicit = agent_conf(emu, tmp_path, hardware_root)
-        assert prepare_identity(explicit).device.site_id == "site-7"
+        assert prepare_identity(explicit, hardware_root=hardware_root).device.site_id == "site-7"
     finally:
         emu.stop()
 
 
-def test_prepare_identity_refuses_loose_key_with_fix(fleet, tmp_path, hardware_root, monkeypatch):
+def test_prepare_identity_refuses_loose_key_with_fix(fleet, tmp_path, hardware_root):
     s = make_settings(fleet, tmp_path / "state", hardware_root)
     ident = provision(s).identity
     conf = agent_conf(fleet, tmp_path, hardware_root, enabled=False)

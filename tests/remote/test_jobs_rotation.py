@@ -145,7 +145,8 @@ def test_rotate_certificate_succeeds_and_the_agent_comes_back_on_the_new_certifi
             await eventually(lambda: max(recorder.received(THING)) > sent_before + 3, 20)
             top = max(recorder.received(THING))
             assert recorder.gaps(THING, upto=top) == []
-            assert again.status()["uplink"]["failures"] == 0
+            link = again.status().uplink.link
+            assert link is not None and link.failures == 0
         finally:
             again.request_stop()
             await asyncio.wait_for(task2, 15)

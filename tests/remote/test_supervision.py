@@ -45,7 +45,7 @@ def test_shadow_loop_crash_is_logged_counted_and_restarted(gateway, admin, caplo
             shadow.status_source = _OnceBroken(shadow.status_source, "build")  # type: ignore[assignment]
             await asyncio.to_thread(admin.shadow_set_desired, gateway.thing,
                                     {"config": {"uplink": {"batch_max_age_s": 7}}}, "methane-agent")
-            await eventually(lambda: agent.status()["remote"]["shadow"]["restarts"] == 1)
+            await eventually(lambda: agent.status().features["remote"]["shadow"]["restarts"] == 1)
             # Restarted: the change still reaches reported.
             await eventually(lambda: shadow.reports > reports and agent.conf.uplink.batch_max_age_s == 7)
         assert _crashes(caplog, "shadow")

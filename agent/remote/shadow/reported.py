@@ -1,5 +1,5 @@
 """What the device writes to ``reported`` besides its config: a compact status built from the
-agent's one status builder (agent.status / Agent.status), kept well under the 8 KB shadow limit,
+agent's one status builder (``Agent.status``, agent/status_model.py), kept well under the 8 KB shadow limit,
 and the rate gate that decides when it is worth a (billed) update."""
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import struct
 import time
 from pathlib import Path
 from typing import Any
+
+from agent.status_model import AgentStatus
 
 SIOCGIFADDR = 0x8915
 MAX_SENSORS_REPORTED = 32
@@ -56,27 +58,22 @@ def _short(text: Any) -> Any:
     return text
 
 
-def status_doc(status: dict[str, Any], net: dict[str, Any] | None, cert: dict[str, Any] | None) -> dict[str, Any]:
+def status_doc(status: AgentStatus, net: dict[str, Any] | None, cert: dict[str, Any] | None) -> dict[str, Any]:
     """The ``reported.status`` object from ``Agent.status()``."""
-    a = status.get("agent", {})
-    sp = status.get("spool", {})
-    up = status.get("uplink", {})
-    sensors: dict[str, Any] = {}
-    for s in status.get("sensors", [])[:MAX_SENSORS_REPORTED]:
-        sensors[str(s.get("id"))] = {
-            "state": s.get("state"),
-            "errors": s.get("errors", 0),
-            "last_error": _short(s.get("last_error")),
-        }
+    a, sp, link = status.agent, status.spool, status.uplink.link
+    sensors: dict[str, Any] = {
+        s.id: {"state": s.state, "errors": s.errors, "last_error": _short(s.last_error)}
+        for s in status.sensors[:MAX_SENSORS_REPORTED]
+    }
     doc: dict[str, Any] = {
-        "agent_version": a.get("version"),
-        "config_hash": a.get("config_hash"),
-        "uptime_s": int(a.get("uptime_s") or 0),
-        "clock_synced": status.get("clock_synced"),
+        "agent_version": a.version,
+        "config_hash": a.config_hash,
+        "uptime_s": int(a.uptime_s or 0),
+        "clock_synced": status.clock_synced,
         "sensors": sensors,
-        "spool": {"depth": sp.get("readings"), "bytes": sp.get("bytes"), "oldest_unsent_age_s": sp.get("oldest_age_s")},
-        "uplink": {"connected": up.get("connected"), "last_publish_ts": up.get("last_ack_ts"),
-                   "encoding": up.get("encoding")},
+        "spool": {"depth": sp.readings, "bytes": sp.bytes, "oldest_unsent_age_s": sp.oldest_age_s},
+        "uplink": {"connected": link.connected if link else None, "last_publish_ts": link.last_ack_ts if link else None,
+                   "encoding": link.encoding if link else None},
     }
     if net is not None:
         doc["network"] = net

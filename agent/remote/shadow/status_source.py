@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.remote.shadow.reported import network, status_doc
+from agent.status_model import AgentStatus
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ CERT_TTL_S = 3600.0
 class StatusSource:
     def __init__(
         self,
-        status: Callable[[], dict[str, Any]],
+        status: Callable[[], AgentStatus],
         state_dir: Path,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -165,7 +165,7 @@ async def run(ctx: ActionContext, params: UploadParams, progress: Progress) -> R
         host, port = egress.allowed_target(params.url, remote.diagnostics_upload_hosts)
     except egress.EgressRefused as exc:
         raise Rejected(str(exc)) from None
-    body = bundle(ctx.ports.status(), ctx.logring.lines(), remote.diagnostics_max_bytes)
+    body = bundle(ctx.ports.status().as_dict(), ctx.logring.lines(), remote.diagnostics_max_bytes)
     context = ctx.env.https_context or ssl.create_default_context()
 
     def resolve() -> list[str]:
