@@ -57,7 +57,10 @@ class Gateway:
     state_dir: Path
     emu: Emulator
 
-    def conf(self, remote: dict[str, Any] | None = None, port: int | None = None, **extra: Any) -> cfg.AgentConfig:
+    def conf(
+        self, remote: dict[str, Any] | None = None, port: int | None = None,
+        connection_overrides: dict[str, Any] | None = None, **extra: Any,
+    ) -> cfg.AgentConfig:
         info = self.emu.info
         assert info is not None
         data: dict[str, Any] = {
@@ -66,7 +69,7 @@ class Gateway:
             "connection": {
                 "endpoint": info.endpoint, "port": port or info.port, "ca_file": str(info.ca_file),
                 "cert_file": str(self.cert), "key_file": str(self.key),
-                "min_reconnect_delay_ms": 100, "max_reconnect_delay_ms": 1000,
+                "min_reconnect_delay_ms": 100, "max_reconnect_delay_ms": 1000, **(connection_overrides or {}),
             },
             "sensors": [{"id": "sim-1", "driver": "simulated", "interval_s": 0.5, "settings": {"seed": 1}}],
             "uplink": {"batch_max_age_s": 1.0},

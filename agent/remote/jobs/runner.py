@@ -91,7 +91,10 @@ class JobRunner:
     async def stop(self) -> None:
         """Shutdown: the running action is cancelled; its journal entry stays, so the next process
         reports it (SUCCEEDED for a requested restart, FAILED for an interrupted action)."""
-        tasks = [t for t in (self._current_task, self._task) if t is not None]
+        # Not the caller's own task (a config-update whose apply rebuilds the connection stops
+        # the features from inside its job): awaiting itself would never end.
+        me = asyncio.current_task()
+        tasks = [t for t in (self._current_task, self._task) if t is not None and t is not me]
         self._cancel_reason = "shutdown"
         for t in tasks:
             t.cancel()

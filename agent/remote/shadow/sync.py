@@ -113,7 +113,9 @@ class ShadowSync:
         self._task = self._loop.create_task(supervised("shadow", self._run, self.restarts), name="shadow")
 
     async def stop(self) -> None:
-        if self._task is not None:
+        # Never cancel or await the caller's own task (an apply this loop started that rebuilds
+        # the connection stops the features): it would wait for itself forever.
+        if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self._stream = None  # a streaming operation closes when released
