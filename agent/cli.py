@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "agent.commands.sensor_cmd",
     "agent.commands.provision_cmd",
     "agent.commands.doctor_cmd",
+    "agent.commands.alarms_cmd",
     "emulator.cli",
     "fleet.cli",
 ]

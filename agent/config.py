@@ -15,6 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError, field_validator, model_validator
 
+from agent.alarms.config import AlarmConfig, check_rules
+from agent.alarms.leak import LeakConfig
+from agent.alarms.outputs.config import ModbusCoilOutput, OutputConfig
 from agent.egress import DEFAULT_UPLOAD_HOSTS, pattern_error
 from drivers import registry
 
@@ -56,18 +59,6 @@ class ConnectionConfig(_Section):
         return self
 
 
-class AlarmConfig(_Section):
-    quantity: str = Field("methane", description="which quantity of the sensor the alarm watches")
-    high: float | None = Field(None, description="alarm when value >= high")
-    low: float | None = Field(None, description="alarm when value <= low")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> AlarmConfig:
-        if self.high is not None and self.low is not None and self.low >= self.high:
-            raise ValueError("low must be below high")
-        return self
-
-
 class SensorConfig(_Section):
     id: Annotated[str, Field(pattern=SENSOR_ID)]
     driver: str
@@ -75,6 +66,7 @@ class SensorConfig(_Section):
     interval_s: float = Field(1.0, ge=0.01, le=86_400, description="sampling interval, monotonic clock")
     settings: dict[str, Any] = Field(default_factory=dict, description="driver-specific, validated by the driver")
     alarms: list[AlarmConfig] = Field(default_factory=list)
+    leak: LeakConfig | None = Field(None, description="leak events on this methane sensor (agent/alarms/README.md)")
 
     @model_validator(mode="after")
     def _driver_settings(self) -> SensorConfig:
@@ -84,10 +76,14 @@ class SensorConfig(_Section):
             raise ValueError(str(exc.args[0])) from None
         # Validate now so a bad setting is reported at load time with its key path.
         try:
-            model.model_validate(self.settings)
+            driver_settings = model.model_validate(self.settings)
         except ValidationError as exc:
             first = errors_of(exc)
             raise ValueError("; ".join(f"settings.{path}: {reason}" for path, reason in first)) from None
+        check_rules(self.alarms, getattr(driver_settings, "lel_vol_percent", None))
+        fast = self.leak.fast_interval_s if self.leak else None
+        if fast is not None and fast >= self.interval_s:
+            raise ValueError(f"leak.fast_interval_s ({fast}) must be shorter than interval_s ({self.interval_s})")
         return self
 
     def driver_settings(self) -> Any:
@@ -106,6 +102,16 @@ class SpoolConfig(_Section):
     )
 
 
+def check_topic(v: str) -> str:
+    if any(c in v for c in "+#\x00"):
+        raise ValueError("topic must not contain wildcards or NUL")
+    try:
+        v.format(site="s", thing="t")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"unknown placeholder in topic: {exc}") from None
+    return v
+
+
 class UplinkConfig(_Section):
     topic: str = Field("dt/methane/{site}/{thing}/telemetry", description="placeholders: {site} {thing}")
     encoding: Literal["json", "compact"] = "compact"
@@ -120,13 +126,38 @@ class UplinkConfig(_Section):
     @field_validator("topic")
     @classmethod
     def _topic(cls, v: str) -> str:
-        if any(c in v for c in "+#\x00"):
-            raise ValueError("topic must not contain wildcards or NUL")
-        try:
-            v.format(site="s", thing="t")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"unknown placeholder in topic: {exc}") from None
-        return v
+        return check_topic(v)
+
+
+class AlarmsConfig(_Section):
+    """Alarm and leak events (agent/alarms/README.md). Local only: the topics are bound to the device
+    policy."""
+
+    topic: str = Field("dt/methane/{site}/{thing}/alarm", description="alarm events, QoS 1, plain JSON")
+    leak_topic: str = Field("dt/methane/{site}/{thing}/leak", description="leak events, QoS 1, plain JSON")
+    keep_sent_events: int = Field(10_000, ge=100, le=1_000_000, description="sent events kept for `events`")
+    outputs: list[OutputConfig] = Field(default_factory=list, description="relays/sirens driven by alarm levels")
+
+    @field_validator("topic", "leak_topic")
+    @classmethod
+    def _topics(cls, v: str) -> str:
+        return check_topic(v)
+
+    @model_validator(mode="after")
+    def _outputs(self) -> AlarmsConfig:
+        names: set[str] = set()
+        lines: dict[str, ModbusCoilOutput] = {}
+        for o in self.outputs:
+            if o.name in names:
+                raise ValueError(f"duplicate output name {o.name!r}")
+            names.add(o.name)
+            if isinstance(o, ModbusCoilOutput):
+                first = lines.setdefault(o.port, o)
+                if (first.baud, first.parity, first.stopbits) != (o.baud, o.parity, o.stopbits):
+                    raise ValueError(f"outputs {first.name} and {o.name} share {o.port} with different line settings")
+                if first is not o and (first.slave, first.coil) == (o.slave, o.coil):
+                    raise ValueError(f"outputs {first.name} and {o.name} drive the same coil")
+        return self
 
 
 class ClockConfig(_Section):
@@ -176,7 +207,8 @@ class ProvisioningConfig(_Section):
 
 
 ACTION_NAMES = (
-    "config-update", "restart-agent", "reboot", "calibrate-sensor", "rotate-certificate", "upload-diagnostics"
+    "config-update", "restart-agent", "reboot", "calibrate-sensor", "rotate-certificate", "upload-diagnostics",
+    "acknowledge-alarm",
 )
 
 
@@ -286,6 +318,7 @@ class AgentConfig(_Section):
     clock: ClockConfig = Field(default_factory=ClockConfig)
     provisioning: ProvisioningConfig = Field(default_factory=ProvisioningConfig)
     remote: RemoteConfig = Field(default_factory=RemoteConfig)
+    alarms: AlarmsConfig = Field(default_factory=AlarmsConfig)
 
     @model_validator(mode="after")
     def _unique_sensor_ids(self) -> AgentConfig:
@@ -294,6 +327,10 @@ class AgentConfig(_Section):
             if s.id in seen:
                 raise ValueError(f"duplicate sensor id {s.id!r}")
             seen.add(s.id)
+        for o in self.alarms.outputs:
+            unknown = [sid for sid in o.sensors if sid not in seen]
+            if unknown:
+                raise ValueError(f"alarms.outputs {o.name}: unknown sensor(s) {', '.join(unknown)}")
         return self
 
     @property
@@ -303,6 +340,14 @@ class AgentConfig(_Section):
     @property
     def status_socket(self) -> Path:
         return self.state_dir / "status.sock"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.state_dir / "control.sock"
+
+    @property
+    def events_path(self) -> Path:
+        return self.state_dir / "events.db"
 
     def digest(self) -> str:
         """Stable hash of the effective config, reported so the cloud can see what is applied."""

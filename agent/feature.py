@@ -38,6 +38,8 @@ class Ports:
     # Raises SensorNotRunning, drivers.base.DriverError ("unsupported" when the driver cannot).
     calibrate: Callable[[str, str, float | None, float], Awaitable[None]]
     request_stop: Callable[[], None]  # a clean stop; systemd's Restart=always starts us again
+    # (sensor id, quantity or None, by): acknowledge latched alarms; raises agent.alarms.engine.AckError.
+    acknowledge_alarm: Callable[[str, str | None, str | None], list[dict[str, Any]]] | None = None
 
 
 class Feature(Protocol):

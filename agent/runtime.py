@@ -20,6 +20,9 @@ from typing import Any
 import agent
 from agent import config as cfg
 from agent import logs
+from agent.alarms.control import ControlServer
+from agent.alarms.engine import AckError
+from agent.alarms.feature import AlarmFeature
 from agent.clock import ClockSync
 from agent.config import ConfigRejected
 from agent.connection import Connection
@@ -39,7 +42,7 @@ from agent.uplink import Uplink
 log = logging.getLogger(__name__)
 
 # Changing these needs a restart: they decide which files and identity the process holds open.
-RESTART_ONLY = ("state_dir", "spool.path", "device.thing_name")
+RESTART_ONLY = ("state_dir", "spool.path", "device.thing_name", "alarms.outputs", "alarms.keep_sent_events")
 STOP_BUDGET_S = 4.0  # SIGTERM must finish within 5 s
 
 __all__ = ["STOP_BUDGET_S", "Agent", "ConfigRejected", "load_config", "run"]
@@ -68,7 +71,13 @@ class Agent:
             synchronous=conf.spool.synchronous,
         )
         self.clock = ClockSync(conf.clock.sync_source)
-        self.sampler = Sampler(self._sink, self.clock)
+        self.alarms = AlarmFeature(
+            conf.sensors, conf.events_path, site=conf.device.site_id, device=self.thing,
+            clock_synced=lambda: self.clock.synced(), keep_sent=conf.alarms.keep_sent_events,
+            outputs=conf.alarms.outputs, set_fast=self._set_fast,
+        )
+        self.control_server = ControlServer(conf.control_socket, self.alarms.acknowledge, AckError)
+        self.sampler = Sampler(self._sink, self.clock, on_failure=self._sensor_failed)
         self.conn: Connection | None = None
         self.uplink: Uplink | None = None
         # The remote config layers over the file (shadow and config-update jobs share them).
@@ -89,7 +98,7 @@ class Agent:
         """THE wiring: which features run on this device, from the config. ``[remote]`` is read
         once (changing it needs a restart). Add a feature here (docs/architecture.md)."""
         remote = self.conf.remote
-        features: list[Feature] = []
+        features: list[Feature] = [self.alarms]  # publishes alarm/leak events once a connection exists
         if remote.shadow_enabled:
             features.append(ShadowFeature(self.layer, remote))
         if remote.jobs_enabled:
@@ -108,6 +117,7 @@ class Agent:
             connection=self.conn,
             calibrate=self.sampler.calibrate,
             request_stop=self.request_stop,
+            acknowledge_alarm=self.alarms.acknowledge,
         )
 
     async def _start_features(self) -> None:
@@ -121,12 +131,21 @@ class Agent:
 
     # --- data path -------------------------------------------------------------------------------
     def _sink(self, items: list[Reading]) -> None:
-        self.spool.append(items)
-        if any(i.alarm for i in items):
+        readings = self.alarms.process(items, self.spool.append)
+        if any(r.alarm for r in readings):
             # An alarm is committed and offered to the uplink at once, not at the next group commit.
             self.spool.commit()
             if self.uplink:
                 self.uplink.notify()
+
+    def _set_fast(self, sensor_id: str, on: bool) -> None:
+        """A leak event started (or ended): read that sensor at its leak.fast_interval_s meanwhile."""
+        conf = next((s for s in self.conf.sensors if s.id == sensor_id), None)
+        fast = conf.leak.fast_interval_s if conf is not None and conf.leak is not None else None
+        self.sampler.set_interval(sensor_id, fast if on else None)
+
+    def _sensor_failed(self, sensor_id: str, reason: str, ts_ms: int) -> None:
+        self.alarms.failure(sensor_id, reason, ts_ms)
 
     async def _committer(self) -> None:
         # Wakes at most once a second (an idle agent should cost ~0 CPU, and the watchdog needs a
@@ -136,6 +155,7 @@ class Agent:
             tick = min(1.0, self.conf.spool.commit_interval_s)
             if self.spool.commit_due(time.monotonic() + tick) and self.spool.commit() and self.uplink:
                 self.uplink.notify()
+            self.alarms.tick()
             self.watchdog.beat()
             await asyncio.sleep(tick)
 
@@ -169,11 +189,13 @@ class Agent:
         signal handlers alone, for hosts that run many agents in one loop (the fleet simulator)."""
         loop = asyncio.get_running_loop()
         self.spool.open()
-        try:
-            await self.status_server.start()
-        except OSError as exc:  # e.g. a state_dir path too long for a Unix socket: degrade, don't die
-            log.error("status socket unavailable; `methane-agent status` will read the spool only",
-                      extra={"path": str(self.conf.status_socket), "error": str(exc)})
+        self.alarms.open()
+        for server, what in ((self.status_server, "status"), (self.control_server, "control")):
+            try:
+                await server.start()
+            except OSError as exc:  # e.g. a state_dir path too long for a Unix socket: degrade, don't die
+                log.error(f"{what} socket unavailable; the agent keeps sampling",
+                          extra={"path": str(server.path), "error": str(exc)})
         await self.sampler.apply(self.conf.sensors)
         self._make_uplink()
         await self.layer.load_persisted()  # the persisted remote layers, offline too
@@ -218,8 +240,10 @@ class Agent:
         if self.conn is not None:
             await self.conn.stop()
         await self.status_server.stop()
+        await self.control_server.stop()
         self.watchdog.stop()
         self.spool.close()
+        self.alarms.close()
         log.info("stopped", extra={"spool_readings": self.spool.stats().readings})
 
     def request_stop(self) -> None:
@@ -250,9 +274,10 @@ class Agent:
             changed.append("clock")
         if new.sensors != old.sensors:
             await self.sampler.apply(new.sensors)
+            self.alarms.apply(new.sensors)
             changed.append("sensors")
         self.conf = new
-        if new.connection != old.connection or new.device != old.device:
+        if new.connection != old.connection or new.device != old.device or new.alarms != old.alarms:
             await self._restart_uplink()
             changed.append("connection")
         elif new.uplink != old.uplink and self.uplink is not None:

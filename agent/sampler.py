@@ -30,6 +30,8 @@ from drivers.base import Calibratable, Driver, DriverError, Measurement
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 60.0
+# (sensor id, "kind: message", wall ms): a failed read, for the alarm engine's fault detection.
+FailureHook = Callable[[str, str, int], None]
 
 
 @dataclass
@@ -64,15 +66,6 @@ class SensorHealth:
         )
 
 
-def is_alarm(conf: SensorConfig, m: Measurement) -> bool:
-    for a in conf.alarms:
-        if a.quantity != m.quantity or math.isnan(m.value):
-            continue
-        if (a.high is not None and m.value >= a.high) or (a.low is not None and m.value <= a.low):
-            return True
-    return False
-
-
 class SensorTask:
     """Owns one driver instance and its schedule."""
 
@@ -82,10 +75,12 @@ class SensorTask:
         sink: Callable[[list[Reading]], None],
         clock: ClockSync,
         driver: Driver | None = None,
+        on_failure: FailureHook | None = None,
     ) -> None:
         self.conf = conf
         self.sink = sink
         self.clock = clock
+        self.on_failure = on_failure
         self.health = SensorHealth(conf.id, conf.driver)
         self._driver = driver or registry.create(conf.driver, conf.driver_settings())
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sensor-{conf.id}")
@@ -94,6 +89,8 @@ class SensorTask:
         self._inline = getattr(self._driver, "blocking", True) is False
         self._task: asyncio.Task[None] | None = None
         self._opened = False
+        self.interval_override: float | None = None  # e.g. faster while a leak event lasts
+        self._regrid = asyncio.Event()
 
     def start(self) -> None:
         name = f"sensor-{self.conf.id}"
@@ -137,12 +134,21 @@ class SensorTask:
             self._opened = True
         return self._driver.read()
 
+    def set_interval(self, seconds: float | None) -> None:
+        """Read every ``seconds`` from now on (None: back to ``interval_s``), starting at once."""
+        if seconds != self.interval_override:
+            self.interval_override = seconds
+            self._regrid.set()
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         interval = self.conf.interval_s
         start = time.monotonic()
         k = 0
         while True:
+            wanted = self.interval_override or self.conf.interval_s
+            if wanted != interval:  # a new grid from now on
+                interval, start, k = wanted, time.monotonic(), 0
             ts_ms = time.time_ns() // 1_000_000
             synced = self.clock.synced()
             # A read may take at most most of an interval, and never less than 2 s (slow UART sensors).
@@ -175,7 +181,10 @@ class SensorTask:
             k_next = max(k + 1, math.ceil((now + delay - start) / interval))
             self.health.skipped_ticks += max(0, k_next - k - 1) if not delay else 0
             k = k_next
-            await asyncio.sleep(max(0.0, start + k * interval - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, start + k * interval - time.monotonic())):
+                    await self._regrid.wait()
+            self._regrid.clear()
 
     def _failed(self, kind: str, message: str) -> None:
         h = self.health
@@ -185,6 +194,8 @@ class SensorTask:
         h.last_error = f"{kind}: {message}"
         h.last_error_wall = time.time()
         log.warning("sensor read failed", extra={"sensor": self.conf.id, "kind": kind, "error": message})
+        if self.on_failure is not None:
+            self.on_failure(self.conf.id, f"{kind}: {message}", int(h.last_error_wall * 1000))
 
     def _succeeded(self, measurements: list[Measurement], ts_ms: int, synced: bool) -> None:
         h = self.health
@@ -196,7 +207,6 @@ class SensorTask:
         h.last_read_wall = ts_ms / 1000
         items = []
         for m in measurements:
-            alarm = is_alarm(self.conf, m)
             items.append(
                 Reading.new(
                     ts_ms=ts_ms,
@@ -206,10 +216,9 @@ class SensorTask:
                     value=float(m.value),
                     unit=m.unit,
                     flags=tuple(sorted(m.flags)),
-                    alarm=alarm,
                 )
             )
-            h.last_values[m.quantity] = {"value": m.value, "unit": m.unit, "flags": sorted(m.flags), "alarm": alarm}
+            h.last_values[m.quantity] = {"value": m.value, "unit": m.unit, "flags": sorted(m.flags)}
         if items:
             self.sink(items)
 
@@ -217,9 +226,11 @@ class SensorTask:
 class Sampler:
     """The set of running sensor tasks; ``apply`` reconfigures live (only changed sensors restart)."""
 
-    def __init__(self, sink: Callable[[list[Reading]], None], clock: ClockSync) -> None:
+    def __init__(self, sink: Callable[[list[Reading]], None], clock: ClockSync,
+                 on_failure: FailureHook | None = None) -> None:
         self.sink = sink
         self.clock = clock
+        self.on_failure = on_failure
         self.tasks: dict[str, SensorTask] = {}
         self.failed_to_start: dict[str, str] = {}
 
@@ -233,7 +244,7 @@ class Sampler:
             if sid in self.tasks:
                 continue
             try:
-                task = SensorTask(conf, self.sink, self.clock)
+                task = SensorTask(conf, self.sink, self.clock, on_failure=self.on_failure)
             except (registry.UnknownDriverError, DriverError, ValueError, OSError) as exc:
                 self.failed_to_start[sid] = str(exc)
                 log.error("sensor not started", extra={"sensor": sid, "error": str(exc)})
@@ -247,6 +258,11 @@ class Sampler:
         if task is None:
             raise SensorNotRunning(sensor_id)
         await task.calibrate(kind, value, timeout_s)
+
+    def set_interval(self, sensor_id: str, seconds: float | None) -> None:
+        task = self.tasks.get(sensor_id)
+        if task is not None:
+            task.set_interval(seconds)
 
     async def stop(self) -> None:
         await asyncio.gather(*(t.stop() for t in self.tasks.values()))

@@ -40,7 +40,10 @@ def summary_line(status: AgentStatus) -> str:
     if link is not None and link.certificate_refused:
         state = "CERTIFICATE REFUSED by the broker"
     failing = [s.id for s in status.sensors if s.state not in ("ok", "starting")]
-    parts = [
+    alarms = status.features.get("alarms") or {}
+    parts = [alarm_text(a) for a in alarms.get("active", [])]
+    parts += [f"OUTPUT FAILED {o['name']}" for o in alarms.get("outputs", []) if not o.get("ok", True)]
+    parts += [
         f"spool={sp.readings} readings",
         f"oldest={sp.oldest_age_s:.0f}s" if sp.oldest_age_s is not None else "oldest=-",
         f"last publish {_ago(link.last_ack_ts if link else None, now)}",
@@ -49,6 +52,32 @@ def summary_line(status: AgentStatus) -> str:
     if failing:
         parts.append("failing sensors: " + ",".join(failing))
     return "; ".join(parts)
+
+
+def alarm_text(a: dict[str, Any]) -> str:
+    """One active alarm, loud enough to be read first: ``ALARM ch4-1/methane 23.1 %LEL (latched)``."""
+    level = str(a.get("level", "?")).upper()
+    what = f"{level} {a.get('sensor_id')}/{a.get('quantity')}"
+    if a.get("level") == "fault":
+        return f"{what} ({a.get('fault_reason')})"
+    value = a.get("value")
+    text = what if value is None else f"{what} {value:.4g} {a.get('unit') or ''}".rstrip()
+    if a.get("latched"):
+        text += " (latched, acknowledged)" if a.get("acknowledged") else " (latched)"
+    return text
+
+
+async def serve_unix(path: Path, handler: Any, limit: int = 2**16) -> asyncio.AbstractServer:
+    """A Unix socket server born 0600 (the umask is set around the bind, so there is no window in
+    which another user could connect); a stale socket file from a crashed run is replaced."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = os.umask(0o077)
+    try:
+        return await asyncio.start_unix_server(handler, path=str(path), limit=limit)
+    finally:
+        os.umask(old)
 
 
 class StatusServer:
@@ -61,14 +90,7 @@ class StatusServer:
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        old = os.umask(0o077)
-        try:
-            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
-        finally:
-            os.umask(old)
+        self._server = await serve_unix(self.path, self._serve)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -35,6 +35,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     # 200 gateways for 60 s inside make bench's budget (~5 min); the 1,000-gateway run is
     # `python -m bench.bench_fleet` on its own (~20 min on 2 cores).
     "fleet": ("bench.bench_fleet", ["--devices", "200", "--registry-size", "1000"], ["--quick"]),
+    # 20 scripted plumes, 3 s apart: 40 alarm events (~1.5 min).
+    "alarm": ("bench.bench_alarm", ["--plumes", "20"], ["--plumes", "4"]),
 }
 
 

@@ -3,7 +3,9 @@
 It starts the local IoT Core (mosquitto with mutual TLS, fleet provisioning, shadow, jobs, the
 telemetry recorder), starts the agent with only a CLAIM certificate so it provisions itself, samples
 a simulated gas-site sensor plus a real Dynament driver talking to an emulated sensor on a pty, and
-prints every batch as it arrives at the broker, decoded with the agent's own decoder. Midway an
+prints every batch as it arrives at the broker, decoded with the agent's own decoder. A scripted
+leak plume in the simulated sensor raises a methane alarm (10 %LEL warn, 20 %LEL alarm): its events
+are printed as they arrive on the alarm topic, raised, escalated and cleared. Midway an
 "operator" changes the config through the shadow and sends two jobs (one the agent must refuse). After
 ``DEMO_SECONDS`` it stops the agent, asks the recorder whether any sequence number is missing, and
 exits 0 only if every reading the agent acknowledged arrived."""
@@ -51,10 +53,15 @@ def agent_config(state: Path, info: Any, dynament_link: Path | None, serial_file
 id = "site-sim"
 driver = "simulated"
 interval_s = 1.0
-settings = { seed = 7, leaks_per_hour = 180.0, leak_decay_s = 8.0 }
+settings = { seed = 7, leaks_per_hour = 180.0, leak_decay_s = 8.0, plumes = [
+  { start_s = 2, duration_s = 5, peak_ppm = 15000 }] }
   [[sensors.alarms]]
   quantity = "methane"
-  high = 1000.0
+  unit = "%LEL"
+  warn = 10.0
+  alarm = 20.0
+  clear_margin = 2.0
+  latch = false
 """
     if dynament_link is not None:
         sensors += f"""
@@ -118,8 +125,17 @@ def watcher(info: Any) -> tuple[mqtt5.Client, queue.Queue[tuple[str, bytes, str 
     )
     client.start()
     connected.get(timeout=15)
-    client.subscribe(mqtt5.SubscribePacket([mqtt5.Subscription("dt/methane/+/+/telemetry", mqtt5.QoS(1))])).result(10)
+    client.subscribe(mqtt5.SubscribePacket([mqtt5.Subscription("dt/methane/+/+/telemetry", mqtt5.QoS(1)),
+                                            mqtt5.Subscription("dt/methane/+/+/alarm", mqtt5.QoS(1))])).result(10)
     return client, q
+
+
+def show_alarm(topic: str, data: bytes) -> str:
+    e = json.loads(data)
+    value = "" if e.get("value") is None else f" {e['value']:.1f} {e.get('unit') or ''} (threshold {e['threshold']})"
+    say(f"{time.strftime('%H:%M:%S')} {topic} #{e['event_id']} {e['type'].upper()} {e['level']} "
+        f"{e['sensor_id']}/{e['quantity']}{value} reading seq {e['seq']}", RED if e["level"] != "normal" else GREEN)
+    return str(e["type"])
 
 
 def show_batch(topic: str, data: bytes, ctype: str | None) -> int:
@@ -144,7 +160,7 @@ def show_batch(topic: str, data: bytes, ctype: str | None) -> int:
                          for q, r in latest.items())
         say(f"    {sensor:>9}: {line}", DIM)
     if alarms:
-        say(f"    {alarms} ALARM reading(s): methane above the 1000 ppm threshold (sent at once)", RED)
+        say(f"    {alarms} reading(s) with the alarm bit (sent at once, evicted last)", RED)
     return n
 
 
@@ -243,13 +259,21 @@ def main() -> int:
         deadline = started + seconds
         act = RemoteAct(Admin(info.state_dir), base / "agent-state" / "identity" / "identity.json", seconds)
         shown = 0
+        alarm_types: list[str] = []
         next_status = time.monotonic() + 5
         while time.monotonic() < deadline:
             if agent.poll() is not None:
                 say(f"agent exited early with {agent.returncode}; see {base / 'agent.log'}", RED)
                 return 1
             with contextlib.suppress(queue.Empty):
-                shown += show_batch(*q.get(timeout=0.5))
+                msgs = [q.get(timeout=0.5)]
+                while not q.empty():  # everything that arrived meanwhile, not one per loop
+                    msgs.append(q.get_nowait())
+                for topic, data, ctype in msgs:
+                    if topic.endswith("/alarm"):
+                        alarm_types.append(show_alarm(topic, data))
+                    else:
+                        shown += show_batch(topic, data, ctype)
             act.step(time.monotonic() - started)
             if time.monotonic() >= next_status:
                 next_status += 5
@@ -272,6 +296,8 @@ def main() -> int:
         say(f"\nagent stopped (exit {rc}). Provisioned as {thing}.", GREEN)
         say(f"recorder: {len(got)} readings received, sequence {min(got, default=0)}..{max(got, default=0)}, "
             f"{recorder.duplicates(thing)} duplicates, gaps {gaps or 'none'}", GREEN)
+        say(f"alarm topic: {len(alarm_types)} events ({', '.join(alarm_types) or 'none'}); "
+            f"`methane-agent events --config {conf}` lists them", GREEN if "cleared" in alarm_types else YELLOW)
         say("readings still in the spool are sent on the next start; nothing is dropped.", DIM)
         return 0 if got and not gaps and rc == 0 and shown else 1
     finally:

@@ -52,10 +52,12 @@ def _offline_status(conf: cfg.AgentConfig) -> dict[str, Any]:
 
 
 def _print_human(doc: dict[str, Any]) -> None:
-    from agent.status import summary_line
+    from agent.status import alarm_text, summary_line
     from agent.status_model import AgentStatus
 
     st = AgentStatus.from_dict(doc)
+    for alarm in (st.features.get("alarms") or {}).get("active", []):
+        print(alarm_text(alarm))  # active alarms first: what a technician must see before anything else
     a, sp, link = st.agent, st.spool, st.uplink.link
     print(f"methane-agent {a.version} pid {a.pid} thing {a.thing_name} up {a.uptime_s}s config {a.config_hash}")
     print(summary_line(st))

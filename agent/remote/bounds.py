@@ -83,12 +83,20 @@ def _sensors(base: cfg.AgentConfig, new: cfg.AgentConfig, b: cfg.RemoteBounds) -
 
 
 def _thresholds(alarms: list[cfg.AlarmConfig]) -> set[tuple[str, str, float]]:
+    """(quantity, level, value) of every threshold: warn, alarm and clear, per direction."""
     out = set()
     for a in alarms:
-        for kind, value in (("high", a.high), ("low", a.low)):
+        suffix = "" if a.direction == "rising" else " (falling)"
+        for kind, value in (("warn", a.warn), ("alarm", a.alarm), ("clear", a.clear)):
             if value is not None:
-                out.add((a.quantity, kind, value))
+                out.add((a.quantity, kind + suffix, value))
     return out
+
+
+# Not thresholds, but each can silence an alarm as surely as removing it (a one-hour on-delay, no
+# latch, no fault): local only for methane unless the file allows disabling its alarms.
+_BEHAVIOUR = ("unit", "clear_margin", "on_delay_readings", "on_delay_s", "off_delay_readings", "off_delay_s",
+              "latch", "fault", "fault_after_errors", "stale_after_s")
 
 
 def _alarms(path: str, old: cfg.SensorConfig, new: cfg.SensorConfig, b: cfg.RemoteBounds, methane: bool) -> Errors:
@@ -97,8 +105,17 @@ def _alarms(path: str, old: cfg.SensorConfig, new: cfg.SensorConfig, b: cfg.Remo
         kept = {(q, k) for q, k, _ in _thresholds(new.alarms)}
         for q, kind, _ in sorted(_thresholds(old.alarms)):
             if q.startswith("methane") and (q, kind) not in kept:
-                out.append((f"{path}.alarms", f"removes the {kind} alarm on {q}; a methane sensor's alarms "
+                out.append((f"{path}.alarms", f"removes the {kind} level on {q}; a methane sensor's alarms "
                             "cannot be disabled remotely (remote.bounds.allow_disabling_methane = false)"))
+        olds = {(a.quantity, a.direction): a for a in old.alarms}
+        for a in new.alarms:
+            prev = olds.get((a.quantity, a.direction))
+            if prev is None or not a.quantity.startswith("methane"):
+                continue
+            changed = [k for k in _BEHAVIOUR if getattr(a, k) != getattr(prev, k)]
+            if changed:
+                out.append((f"{path}.alarms", f"{a.quantity}: {', '.join(changed)} of a methane alarm are local "
+                            "only (remote.bounds.allow_disabling_methane = false)"))
     unchanged = _thresholds(old.alarms)
     for q, kind, value in sorted(_thresholds(new.alarms) - unchanged):
         limit = b.alarm_thresholds.get(q)

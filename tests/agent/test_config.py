@@ -111,12 +111,13 @@ def test_duplicate_sensor_ids_and_alarm_order(tmp_path):
 [[sensors]]
 id = "a"
 driver = "simulated"
-alarms = [{ quantity = "methane", low = 10.0, high = 5.0 }]
+alarms = [{ quantity = "methane", warn = 10.0, alarm = 5.0 }]
 """,
     )
     with pytest.raises(cfg.ConfigError) as ei:
         cfg.load(p, environ={})
-    assert dict(ei.value.errors) == {"sensors[0].alarms[0]": "low must be below high"}
+    assert dict(ei.value.errors) == {
+        "sensors[0].alarms[0]": "warn (10.0) must be below alarm (5.0) for a rising alarm"}
     p = write(tmp_path, '[[sensors]]\nid = "a"\ndriver = "simulated"\n[[sensors]]\nid = "a"\ndriver = "simulated"\n')
     with pytest.raises(cfg.ConfigError) as ei:
         cfg.load(p, environ={})

@@ -1,5 +1,5 @@
 """The sampler: a fixed monotonic grid, faults reported and retried, one hung sensor never stalls
-another, alarms evaluated per reading."""
+another, failures reported to the alarm engine."""
 
 from __future__ import annotations
 
@@ -120,16 +120,6 @@ def test_hung_sensor_does_not_stall_the_others():
     assert len(got) >= 40  # ~52 ticks in 2.6 s
 
 
-def test_alarm_thresholds():
-    alarms = [{"quantity": "methane", "high": 1000.0}, {"quantity": "methane", "low": 0.5}]
-    got = []
-    for value in (2.0, 1000.0, 0.2):
-        task = SensorTask(conf(interval=0.5, alarms=alarms), got.extend, ClockSync("assume_synced"),
-                          driver=ScriptedDriver(value=value))
-        asyncio.run(run_for([task], 0.1))
-    assert [(r.value, r.alarm) for r in got] == [(2.0, False), (1000.0, True), (0.2, True)]
-
-
 def test_a_crash_outside_the_driver_restarts_the_loop_and_is_counted(caplog):
     """The sink (the spool) raising something nobody expected used to end the sensor's task
     silently: now it is logged with its traceback, counted and the loop restarted."""
@@ -179,3 +169,37 @@ def test_non_blocking_driver_is_read_on_the_loop_and_others_on_their_thread():
     assert inline.threads == {threading.main_thread().name} and inline.reads >= 3
     assert default.threads == {"sensor-s1_0"} and blocking.threads == {"sensor-s2_0"}
     assert len(got) == inline.reads + default.reads + blocking.reads
+
+
+def test_failed_reads_reach_the_failure_hook():
+    failures = []
+
+    class Broken(ScriptedDriver):
+        def read(self):
+            raise DriverError("timeout", "no answer")
+
+    task = SensorTask(conf(interval=0.05), [].extend, ClockSync("assume_synced"), driver=Broken(value=1.0),
+                      on_failure=lambda sid, reason, ts: failures.append((sid, reason)))
+    asyncio.run(run_for([task], 0.2))
+    assert failures and failures[0] == ("s1", "timeout: no answer")
+
+
+def test_set_interval_reads_faster_at_once_and_back():
+    got = []
+    task = SensorTask(conf(interval=5.0), got.extend, ClockSync("assume_synced"), driver=ScriptedDriver(value=2.0))
+
+    async def scenario():
+        task.start()
+        await asyncio.sleep(0.3)
+        assert len(got) == 1  # one read at start, the next only after 5 s
+        task.set_interval(0.05)  # a leak event: read fast, starting now (not after the 5 s sleep)
+        await asyncio.sleep(0.6)
+        fast = len(got)
+        task.set_interval(None)
+        await asyncio.sleep(0.5)
+        await task.stop()
+        return fast
+
+    fast = asyncio.run(scenario())
+    assert fast >= 6
+    assert len(got) <= fast + 1  # back to 5 s: at most the one read at the switch

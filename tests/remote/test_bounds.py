@@ -75,10 +75,12 @@ def _job(admin, gateway, patch: dict[str, Any]) -> str:
 @pytest.mark.parametrize(("patch", "reason"), [
     ({"sensors": {"sim-1": {"interval_s": 0.01}}}, "min_interval_s"),
     ({"sensors": {"sim-1": {"enabled": False}}}, "methane sensor cannot be disabled"),
-    ({"sensors": {"sim-1": {"alarms": []}}}, "removes the high alarm on methane"),
+    ({"sensors": {"sim-1": {"alarms": []}}}, "removes the alarm level on methane"),
     ({"sensors": {"sim-1": {"alarms": [{"quantity": "methane", "high": 0.5}]}}}, "outside the local bounds"),
     ({"sensors": {"sim-1": {"alarms": [{"quantity": "methane", "high": 1000.0},
                                        {"quantity": "temperature", "high": 1.0}]}}}, "local only"),
+    ({"sensors": {"sim-1": {"alarms": [{"quantity": "methane", "alarm": 1000.0, "clear_margin": 0.0,
+                                        "latch": False, "on_delay_s": 3600}]}}}, "on_delay_s of a methane alarm"),
     ({"spool": {"min_free_disk_bytes": 10 * 1024**3}}, "shrinks the spool budget"),
     ({"spool": {"min_free_disk_bytes": 0}}, "local floor"),
 ])
@@ -99,7 +101,7 @@ def test_config_update_job_cannot_cross_the_local_bounds(gateway, admin, patch, 
             ok = await final_execution(admin, await asyncio.to_thread(_job, admin, gateway, {
                 "sensors": {"sim-1": {"interval_s": 2.0, "alarms": [{"quantity": "methane", "high": 5000.0}]}}}))
             assert ok["status"] == "SUCCEEDED", ok
-            assert agent.conf.sensors[0].alarms[0].high == 5000.0
+            assert agent.conf.sensors[0].alarms[0].alarm == 5000.0
 
     asyncio.run(scenario())
 

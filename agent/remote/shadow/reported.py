@@ -75,6 +75,14 @@ def status_doc(status: AgentStatus, net: dict[str, Any] | None, cert: dict[str, 
         "uplink": {"connected": link.connected if link else None, "last_publish_ts": link.last_ack_ts if link else None,
                    "encoding": link.encoding if link else None},
     }
+    alarms = status.features.get("alarms") or {}
+    doc["alarms"] = {
+        f"{al['sensor_id']}/{al['quantity']}" + ("" if al.get("direction", "rising") == "rising" else "/falling"): {
+            "level": al.get("level"), "latched": al.get("latched"), "acknowledged": al.get("acknowledged"),
+            "since_ts_ms": al.get("since_ts_ms"), "fault_reason": _short(al.get("fault_reason")),
+        }
+        for al in alarms.get("states", [])[:MAX_SENSORS_REPORTED]
+    }
     if net is not None:
         doc["network"] = net
     if cert is not None:
@@ -108,6 +116,8 @@ class ReportGate:
     def due(self, doc: dict[str, Any]) -> bool:
         if self._last_doc is not None and fingerprint(doc) == fingerprint(self._last_doc):
             return False
+        if self._last_doc is not None and doc.get("alarms") != self._last_doc.get("alarms"):
+            return True  # an alarm state change is never held back by the rate gate
         return self._last_sent is None or self._clock() - self._last_sent >= self.min_interval_s
 
     def sent(self, doc: dict[str, Any]) -> None:

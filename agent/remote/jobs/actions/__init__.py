@@ -3,7 +3,7 @@ is the whole allowlist: an action not in it is REJECTED."""
 
 from __future__ import annotations
 
-from agent.remote.jobs.actions import calibrate, config_update, diagnostics, lifecycle, rotate
+from agent.remote.jobs.actions import acknowledge, calibrate, config_update, diagnostics, lifecycle, rotate
 from agent.remote.jobs.actions.base import (
     Action,
     ActionContext,
@@ -29,5 +29,6 @@ def registry() -> dict[str, Action]:
         calibrate.ACTION,
         rotate.ACTION,
         diagnostics.ACTION,
+        acknowledge.ACTION,
     ]
     return {a.name: a for a in acts}

@@ -1,0 +1,1 @@
+"""Local alarm outputs: GPIO, Modbus RTU coil, command (agent/alarms/README.md)."""
