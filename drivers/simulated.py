@@ -64,6 +64,18 @@ class SimulatedSettings(DriverSettings):
     fault_rate: float = Field(
         0.0, ge=0, le=1, description="probability that a read is flagged sensor_fault (a failing head)"
     )
+    plumes: list[Plume] = Field(
+        default_factory=list, max_length=1000,
+        description="scripted plumes: [{ start_s = 10, duration_s = 20, peak_ppm = 15000 }]",
+    )
+    lel_vol_percent: float = Field(
+        5.0, gt=0, le=100, description="LEL basis (%vol) for alarms configured in %LEL on this sensor"
+    )
+
+    def random_leaks_per_hour(self) -> float:
+        if self.leaks_per_hour is not None:
+            return self.leaks_per_hour
+        return 0.0 if self.plumes else 2.0
 
 
 class SimulatedDriver:
