@@ -41,7 +41,7 @@ def test_status_socket_serves_the_documented_keys_and_reads_back():
             await asyncio.wait_for(task, 15)
 
     doc = asyncio.run(scenario())
-    assert set(doc) == {"agent", "clock_synced", "spool", "uplink", "sensors", "remote"}
+    assert set(doc) == {"agent", "clock_synced", "spool", "uplink", "sensors", "remote", "alarms"}
     assert set(doc["agent"]) == AGENT_KEYS and set(doc["spool"]) == SPOOL_KEYS
     assert doc["uplink"] == {"enabled": False}
     assert set(doc["sensors"][0]) == SENSOR_KEYS

@@ -8,11 +8,13 @@ import json
 from agent.alarms.store import EventStore
 from agent.cli import main
 from agent.status import summary_line
+from agent.status_model import AgentStatus
 
 
 def test_summary_line_puts_active_alarms_first():
     status = {
-        "spool": {"readings": 3, "oldest_age_s": 1.0},
+        "agent": {"version": "x", "pid": 1, "thing_name": None, "uptime_s": 1, "config_hash": "h"},
+        "spool": {"path": "/s", "readings": 3, "oldest_age_s": 1.0},
         "uplink": {"enabled": True, "connected": False},
         "sensors": [{"id": "ch4", "state": "failing"}],
         "alarms": {
@@ -24,11 +26,12 @@ def test_summary_line_puts_active_alarms_first():
             "outputs": [{"name": "siren", "ok": False}],
         },
     }
-    parts = summary_line(status).split("; ")
+    parts = summary_line(AgentStatus.from_dict(status)).split("; ")
     assert parts[:3] == ["FAULT ch4/methane (timeout: no answer)", "ALARM ch4b/methane 23.46 %LEL (latched)",
                          "OUTPUT FAILED siren"]
     assert parts[-1] == "failing sensors: ch4"
-    assert not summary_line({"alarms": {"active": []}}).startswith(("ALARM", "WARN", "FAULT"))
+    quiet = AgentStatus.from_dict({**status, "alarms": {"active": [], "outputs": []}})
+    assert summary_line(quiet).startswith("spool=")
 
 
 def test_events_command_reads_the_store_with_the_agent_stopped(tmp_path, capsys):
