@@ -6,6 +6,10 @@ dirtied) belongs to that scenario alone. Time is simulated: the spool gets a fak
 the loop feeds "one second" of 8 channels x 1 Hz per tick without sleeping, with an ack of everything
 sent every 60 simulated seconds (as the uplink would after a PUBACK).
 
+Group commits go to the spool's journal (agent/spool/journal.py) and fold into SQLite at 64 KiB;
+``spool_1s_journal_off`` is the same spool committing every group straight into SQLite (the design
+before the journal), measured in the same run.
+
 Because nothing sleeps, the kernel's own writeback (dirty pages older than 30 s are written, and the
 next append to the same page dirties it again) would never happen during the run and the figure would
 be flattering. ``writeback_s`` emulates it pessimistically: every 30 simulated seconds the spool's files
@@ -84,7 +88,7 @@ def tick_readings(sec: int, rng: random.Random) -> list[Reading]:
 
 
 def _sync_files(base: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
+    for suffix in ("", "-wal", "-shm", "-journal", ".journal"):  # .journal: the spool's own (journal.py)
         with contextlib.suppress(FileNotFoundError):
             fd = os.open(f"{base}{suffix}", os.O_RDONLY)
             try:
@@ -185,7 +189,8 @@ def child_throughput(p: dict[str, Any]) -> dict[str, Any]:
     ticks = [tick_readings(s, rng) for s in range(total // CHANNELS)]
     d = Path(p["dir"])
     if p["impl"] == "spool":
-        sp = Spool(d / "spool.db", max_bytes=1 << 30, min_free_disk_bytes=0, commit_interval_s=1.0)
+        tuning = replace(SpoolTuning(), **p.get("tuning", {}))
+        sp = Spool(d / "spool.db", max_bytes=1 << 30, min_free_disk_bytes=0, commit_interval_s=1.0, tuning=tuning)
         sp.open()
         cursor = 0
         t0 = time.perf_counter()
@@ -321,6 +326,9 @@ def main() -> None:
         ("spool_2s", "disk_spool", {"commit_interval_s": 2.0}),
         ("spool_5s", "disk_spool", {"commit_interval_s": 5.0}),
         ("spool_1s_synchronous_full", "disk_spool", {"commit_interval_s": 1.0, "synchronous": "FULL"}),
+        ("spool_1s_journal_off", "disk_spool", {"commit_interval_s": 1.0, "tuning": {"journal_bytes": 0}}),
+        ("spool_1s_journal_16k", "disk_spool", {"commit_interval_s": 1.0, "tuning": {"journal_bytes": 16384}}),
+        ("spool_1s_journal_256k", "disk_spool", {"commit_interval_s": 1.0, "tuning": {"journal_bytes": 262144}}),
         ("spool_1s_page_4096", "disk_spool", {"commit_interval_s": 1.0, "tuning": {"page_size": 4096}}),
         ("spool_1s_page_1024", "disk_spool", {"commit_interval_s": 1.0, "tuning": {"page_size": 1024}}),
         ("spool_1s_shared_lock_shm", "disk_spool", {"commit_interval_s": 1.0, "tuning": {"exclusive_lock": False}}),
@@ -340,6 +348,7 @@ def main() -> None:
         v["vs_naive"] = round(v["bytes_per_reading"] / base, 4)
     n_tp = 9_600 if args.quick else 48_000
     tp_spool = run_child("throughput", {"impl": "spool", "readings": n_tp}, workdir)
+    tp_direct = run_child("throughput", {"impl": "spool", "readings": n_tp, "tuning": {"journal_bytes": 0}}, workdir)
     tp_naive = run_child("throughput", {"impl": "naive", "readings": min(n_tp, 9_600)}, workdir)
     backlog = run_child("backlog", {"backlog": args.backlog}, workdir)
     print(json.dumps({
@@ -350,8 +359,9 @@ def main() -> None:
         "writeback_emulation_s": WRITEBACK_S,
         "target_bytes_per_reading": 64,
         "disk_bytes_per_reading": disk,
-        "throughput": {"spool": tp_spool, "naive": tp_naive,
-                       "ratio": round(tp_spool["readings_per_s"] / tp_naive["readings_per_s"], 1)},
+        "throughput": {"spool": tp_spool, "spool_journal_off": tp_direct, "naive": tp_naive,
+                       "ratio": round(tp_spool["readings_per_s"] / tp_naive["readings_per_s"], 1),
+                       "journal_on_vs_off": round(tp_spool["readings_per_s"] / tp_direct["readings_per_s"], 2)},
         "backlog": backlog,
     }, indent=2))
 

@@ -22,19 +22,21 @@ class Budget:
     def __init__(self, *, max_bytes: int, min_free_disk_bytes: int, statvfs: Callable[[str], FsStat] = os.statvfs):
         self.max_bytes = max_bytes
         self.min_free = min_free_disk_bytes
+        self.journal_bytes = 0  # kept free for the journal, so database + journal stay within max_bytes
         self._statvfs = statvfs
 
     def cap_bytes(self, store: Store) -> int:
         """The byte budget now: max_bytes, and no file growth beyond the free-disk headroom (deleted
         rows give pages back to SQLite's freelist, not to the file system, so once the headroom is
         reached the spool lives inside its current file)."""
+        limit = max(self.max_bytes - self.journal_bytes, 0)
         try:
             fs = self._statvfs(str(store.path.parent))
         except OSError as exc:
             log.warning("statvfs failed; only max_bytes applies", extra={"error": str(exc)})
-            return self.max_bytes
-        growth = fs.f_bavail * fs.f_frsize - self.min_free
-        return min(self.max_bytes, store.st.file_bytes + max(0, growth))
+            return limit
+        growth = fs.f_bavail * fs.f_frsize - self.min_free - self.journal_bytes
+        return min(limit, store.st.file_bytes + max(0, growth))
 
     @staticmethod
     def _per_row(store: Store) -> int:

@@ -4,8 +4,11 @@ retry), recovery.py (sequence recovery and quarantine); store.py is the SQLite f
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import dataclasses
 import functools
+import heapq
 import logging
 import os
 import sqlite3
@@ -18,6 +21,7 @@ from agent.reading import Reading
 from agent.spool import db, recovery
 from agent.spool.acks import AckRanges, apply_acks
 from agent.spool.budget import Budget, log_evictions, shed_pending
+from agent.spool.journal import Journal, ack_record, journal_path, read_only, readings_records, series_record
 from agent.spool.model import INT64_MAX, FsStat, Mirror, SpoolError, SpoolStats, SpoolTuning
 from agent.spool.store import Eviction, Store
 from agent.spool.validation import check_limits, check_reading, check_seq, check_synchronous
@@ -52,6 +56,12 @@ class Spool:
         self._store = Store(self.path, synchronous=self._synchronous, tuning=self._tuning, on_commit=self._logged)
         self._res = recovery.Reservation(self.path, self._tuning.seq_reserve)
         self._acks = AckRanges()
+        self._journal = (
+            Journal(journal_path(self.path), sync=self._synchronous != "NORMAL") if self._tuning.journal_bytes else None
+        )
+        self._tail: list[Reading] = []  # committed to the journal, not folded into SQLite, not acked
+        self._tail_alarms = 0
+        self._set_fold_bytes(max_bytes)
         self.epoch = ""  # set by open(): names the sequence space (recovery.begin_session)
         self._next_seq = 1
         self._pending: list[Reading] = []
@@ -67,6 +77,10 @@ class Spool:
     def _st(self) -> Mirror:
         return self._store.st
 
+    def _set_fold_bytes(self, max_bytes: int) -> None:
+        self._fold_bytes = min(self._tuning.journal_bytes, max_bytes // 4) if self._journal else 0
+        self._budget.journal_bytes = self._fold_bytes
+
     def _logged(self, evictions: list[Eviction]) -> None:
         log_evictions(evictions, self._st.counters)
 
@@ -76,9 +90,19 @@ class Spool:
         answers: opening it as a Spool could quarantine or migrate it). Raises SpoolError when the
         file cannot be read (the running agent holds it, or it is not a spool)."""
         try:
-            return db.peek(Path(path))
+            found = db.peek(Path(path))
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot read: {exc}") from exc
+        tail = read_only(journal_path(Path(path)), found.journal_gen).unacked()
+        if not tail:
+            return found
+        oldest = min(r.ts_ms for r in tail)
+        return dataclasses.replace(
+            found,
+            readings=found.readings + len(tail),
+            alarm_readings=found.alarm_readings + sum(r.alarm for r in tail),
+            oldest_ts_ms=oldest if found.oldest_ts_ms is None else min(found.oldest_ts_ms, oldest),
+        )
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def open(self) -> None:
@@ -122,10 +146,13 @@ class Spool:
         self._create(conn, start, self._res.state.epoch)
 
     def _create(self, conn: sqlite3.Connection, start: int, epoch: str) -> None:
-        meta = recovery.new_database_meta(self._store, self._res, start, epoch)
+        j = self._journal
+        gen = (j.gen if j.fd is not None else Journal.peek_generation(j.path) or 0) if j else 0
+        meta = recovery.new_database_meta(self._store, self._res, start, epoch, gen)
         self._begin(self._store.create(conn, start, meta))
 
     def _begin(self, meta: dict[str, int]) -> None:
+        self._open_journal(meta.get("journal_gen", 0))
         self.epoch = recovery.begin_session(
             self._store, self._res, meta, boot_id=self._boot_id(), synchronous=self._synchronous
         )
@@ -133,12 +160,113 @@ class Spool:
         high = self._st.committed_high
         self._next_seq = max(high + 1, self._pending[-1].seq + 1 if self._pending else 0)
 
+    # --- journal -----------------------------------------------------------------------------------
+    def _open_journal(self, gen: int) -> None:
+        """Replay the journal of generation ``gen`` (once per open; a live quarantine keeps the open
+        one). A journal that cannot be used is logged and commits go straight into SQLite."""
+        j = self._journal
+        if j is None or j.fd is not None:
+            return
+        try:
+            replay = j.open(gen)
+        except OSError as exc:
+            self._drop_journal("spool journal unreadable (its readings are not replayed)", exc)
+            return
+        store = self._store
+        for sid, key in replay.series.items():
+            if key not in store.series:
+                store.add_series(key, sid)
+        self._tail = replay.unacked()
+        self._tail_alarms = sum(r.alarm for r in self._tail)
+        store.st.committed_high = max(store.st.committed_high, replay.high)
+        if not replay.series:
+            try:
+                self._journal_series()
+            except OSError as exc:
+                self._drop_journal("spool journal unusable", exc)
+
+    def _drop_journal(self, what: str, exc: OSError) -> None:
+        """The journal cannot be written: from now on every commit is an SQLite transaction."""
+        j = self._journal
+        if j is None:
+            return
+        log.error(f"{what}; committing straight into the database", extra={"path": str(j.path), "error": str(exc)})
+        j.close()
+        self._journal = None
+        self._set_fold_bytes(self._budget.max_bytes)
+
+    def _journal_series(self) -> None:
+        """Write every known series at the start of a generation: the journal is self-contained, so
+        it replays even into a new database after a quarantine."""
+        j = self._journal
+        if j is not None and self._store.series_by_id:
+            j.append([series_record(sid, key) for sid, key in sorted(self._store.series_by_id.items())])
+
+    def _commit_to_journal(self, batch: list[Reading]) -> bool:
+        j = self._journal
+        assert j is not None
+        store = self._store
+        reserve = self._res.ensure(store, batch[-1].seq, self.epoch)
+        if reserve:
+            def extend() -> None:
+                store.st.reserved = max(store.st.reserved, reserve)
+            store.transaction(extend, durable=True)  # sqlite3.Error: the caller commits into SQLite
+        records = []
+        for r in batch:
+            key = (r.sensor_id, r.quantity, r.unit, r.flags)
+            if key not in store.series:
+                records.append(series_record(store.add_series(key), key))
+        records += readings_records(batch, store.series)
+        try:
+            j.append(records)
+        except OSError as exc:
+            log.error("spool journal write failed; committing into the database",
+                      extra={"path": str(j.path), "error": str(exc)})
+            return False
+        self._tail += batch
+        self._tail_alarms += sum(r.alarm for r in batch)
+        store.st.committed_high = max(store.st.committed_high, batch[-1].seq)
+        return True
+
+    def _fold(self) -> bool:
+        """Move the journal's readings not acknowledged yet into SQLite in one synced transaction
+        that also names the journal's next generation, then start the journal over."""
+        j = self._journal
+        if j is None:
+            return True
+        store = self._store
+        tail = self._tail
+        gen = j.gen + 1
+
+        def body() -> None:
+            store.st.marks["journal_gen"] = gen
+            store.deleted_in_txn = True  # the high-water mark must cover acknowledged journal readings
+            if tail:
+                self._budget.insert(store, tail)
+
+        if not self._write_db("fold the journal", body, len(tail), durable=True):
+            return False
+        self._tail, self._tail_alarms = [], 0
+        try:
+            j.reset(gen)
+            self._journal_series()
+        except OSError as exc:
+            self._drop_journal("spool journal reset failed", exc)
+        return True
+
     def close(self) -> None:
-        """Commit what is pending, mark the clean shutdown, then close. Readings that still cannot be
-        committed are reported at ERROR (they would be lost)."""
+        """Commit what is pending, fold the journal, mark the clean shutdown, then close. Readings
+        that still cannot be committed are reported at ERROR (they would be lost)."""
         if self._store.conn is None:
             return
         self.commit()
+        durable = self._fold()
+        if not durable and self._journal is not None:
+            try:  # the journal's readings stay there: make them durable before claiming a clean stop
+                self._journal.flush()
+                durable = True
+            except OSError as exc:
+                log.error("spool journal could not be synced at close", extra={"error": str(exc)})
         if self._pending:
             log.error(
                 "spool closed with uncommitted readings (lost)",
@@ -146,7 +274,10 @@ class Spool:
             )
             self._pending.clear()
             self._pending_since = None
-        self._guarded("mark clean shutdown", lambda: recovery.mark_clean(self._store), None)
+        if durable:
+            self._guarded("mark clean shutdown", lambda: recovery.mark_clean(self._store), None)
+        if self._journal is not None:
+            self._journal.close()
         conn = self._store.detach()
         if conn is None:
             return
@@ -160,8 +291,10 @@ class Spool:
         check_limits(max_bytes, min_free_disk_bytes, commit_interval_s)
         self._budget.max_bytes = max_bytes
         self._budget.min_free = min_free_disk_bytes
+        self._set_fold_bytes(max_bytes)
         self._commit_interval_s = float(commit_interval_s)
         if self._store.conn is not None:
+            self._fold()  # the journal's readings come under the new budget too
             store = self._store
             self._guarded("enforce limits", lambda: store.transaction(lambda: self._budget.make_room(store, 0)), None)
 
@@ -189,8 +322,9 @@ class Spool:
         return self._pending_since is not None and now_monotonic - self._pending_since >= self._commit_interval_s
 
     def commit(self) -> int:
-        """Write everything pending in one transaction; returns how many readings it committed.
-        On failure the readings stay pending (0 is returned) and the next commit retries."""
+        """Write everything pending as one group commit (a journal append, or one SQLite transaction
+        when the journal is off or failing); returns how many readings it committed. On failure the
+        readings stay pending (0 is returned) and the next commit retries."""
         store = self._store
         store.require()
         if self._acks:
@@ -198,33 +332,63 @@ class Spool:
         if not self._pending:
             return 0
         batch = list(self._pending)
-        for _ in range(_COMMIT_ATTEMPTS):
+        done = False
+        if self._journal is not None:
             try:
+                done = self._commit_to_journal(batch)
+            except sqlite3.Error as exc:
+                log.error("spool reservation could not be written; committing into the database",
+                          extra={"path": str(self.path), "error": str(exc)})
+        if not done:
+            def insert() -> None:
                 reserve = self._res.ensure(store, batch[-1].seq, self.epoch)
                 store.transaction(functools.partial(self._insert, batch, reserve), durable=reserve > 0)
+
+            if not self._write_db("commit", None, len(batch), op=insert):
+                return 0
+        del self._pending[: len(batch)]
+        self._pending_since = None
+        self._last_commit = self._clock()
+        if self._journal is not None and self._journal.size >= self._fold_bytes:
+            self._fold()
+        return len(batch)
+
+    def _write_db(
+        self,
+        what: str,
+        body: Callable[[], None] | None,
+        incoming: int,
+        *,
+        durable: bool = False,
+        op: Callable[[], None] | None = None,
+    ) -> bool:
+        """One write transaction with the spool's error policy: corruption quarantines and retries,
+        a full disk evicts and retries, anything else keeps the data in RAM for the next commit."""
+        store = self._store
+        run = op or (lambda: store.transaction(body or (lambda: None), durable=durable))
+        for _ in range(_COMMIT_ATTEMPTS):
+            try:
+                run()
             except sqlite3.Error as exc:
                 if db.is_corruption(exc):
                     self._quarantine_live(str(exc))
                     continue
                 if db.is_disk_full(exc):
-                    self._budget.on_disk_full(store, len(batch))
+                    self._budget.on_disk_full(store, incoming)
                     continue
                 self._commit_failures += 1
                 log.error(
-                    "spool commit failed; readings kept in RAM for the next commit",
+                    f"spool {what} failed; readings kept in RAM for the next commit",
                     extra={"path": str(self.path), "error": str(exc), "pending": len(self._pending)},
                 )
-                return 0
-            del self._pending[: len(batch)]
-            self._pending_since = None
-            self._last_commit = self._clock()
-            return len(batch)
+                return False
+            return True
         self._commit_failures += 1
         log.error(
-            "spool commit failed after evicting; readings kept in RAM for the next commit",
+            f"spool {what} failed after evicting; readings kept in RAM for the next commit",
             extra={"path": str(self.path), "pending": len(self._pending)},
         )
-        return 0
+        return False
 
     def _insert(self, batch: list[Reading], reserve_to: int) -> None:
         self._st.reserved = max(self._st.reserved, reserve_to)
@@ -240,8 +404,16 @@ class Spool:
         after_seq = min(after_seq, INT64_MAX)
         acks = self._acks
         hidden: Callable[[int], bool] = acks.hides if acks else (lambda _seq: False)
-        result: list[Reading] = self._guarded("read", lambda: self._store.read(after_seq, limit, hidden), [])
-        return result
+        stored: list[Reading] = []
+        if self._st.rows:
+            stored = self._guarded("read", lambda: self._store.read(after_seq, limit, hidden), [])
+        if not self._tail:
+            return stored
+        i = bisect.bisect_right(self._tail, after_seq, key=lambda r: r.seq)
+        journal = self._tail[i : i + limit]
+        if not stored:
+            return journal
+        return list(heapq.merge(stored, journal, key=lambda r: r.seq))[:limit]
 
     def ack(self, first_seq: int, last_seq: int) -> int:
         """Delete the acknowledged range [first_seq, last_seq]; returns rows deleted. If the delete
@@ -251,23 +423,49 @@ class Spool:
         if first_seq > last_seq:
             raise ValueError(f"ack range is reversed: first_seq {first_seq} > last_seq {last_seq}")
         self._store.require()
+        removed = self._ack_journal(first_seq, last_seq)
+        st = self._st
+        if not st.rows or st.oldest_seq is None or st.oldest_seq > last_seq:
+            return removed  # nothing of it in the database: no transaction
         self._acks.add(first_seq, last_seq)
-        return apply_acks(self._store, self._acks, self._quarantine_live)
+        return removed + apply_acks(self._store, self._acks, self._quarantine_live)
+
+    def _ack_journal(self, first: int, last: int) -> int:
+        """Drop [first, last] from the journal's readings and record the ack there (not synced: a lost
+        ack only means those readings are sent again, and the cloud drops the copies)."""
+        if self._journal is None or not self._tail:
+            return 0
+        tail = self._tail
+        lo = bisect.bisect_left(tail, first, key=lambda r: r.seq)
+        hi = bisect.bisect_right(tail, last, key=lambda r: r.seq)
+        if lo == hi:
+            return 0
+        self._tail_alarms -= sum(r.alarm for r in tail[lo:hi])
+        del tail[lo:hi]
+        try:
+            self._journal.append([ack_record(first, last)])
+        except OSError as exc:
+            log.warning("spool journal ack not recorded; those readings may be sent again after a crash",
+                        extra={"error": str(exc)})
+        return hi - lo
 
     def stats(self) -> SpoolStats:
         st = self._st
+        oldest_seq, oldest_ts = st.oldest_seq, st.oldest_ts
+        if self._tail and (oldest_seq is None or self._tail[0].seq < oldest_seq):
+            oldest_seq, oldest_ts = self._tail[0].seq, self._tail[0].ts_ms
         return SpoolStats(
-            readings=st.rows,
-            bytes=st.used_bytes,
-            oldest_ts_ms=st.oldest_ts,
-            oldest_seq=st.oldest_seq,
+            readings=st.rows + len(self._tail),
+            bytes=st.used_bytes + (self._journal.size if self._journal else 0),
+            oldest_ts_ms=oldest_ts,
+            oldest_seq=oldest_seq,
             next_seq=self._next_seq,
             pending_uncommitted=len(self._pending),
             evicted_routine=st.counters["evicted_routine"],
             evicted_alarm=st.counters["evicted_alarm"],
             quarantined=st.counters["quarantined"],
             last_commit_monotonic=self._last_commit,
-            alarm_readings=st.alarm_rows,
+            alarm_readings=st.alarm_rows + self._tail_alarms,
             committed_seq=st.committed_high,
             file_bytes=st.file_bytes,
             disk_full_events=st.counters["disk_full_events"],

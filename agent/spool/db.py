@@ -233,6 +233,7 @@ class Peek:
     epoch: str
     seq_skipped: int
     clean_shutdown: bool | None  # None: a file from before the mark existed
+    journal_gen: int = 0
 
 
 def peek(path: Path) -> Peek:
@@ -259,4 +260,5 @@ def peek(path: Path) -> Peek:
         epoch=f"{epoch:08x}" if isinstance(epoch, int) and 0 <= epoch < 2**32 else "",
         seq_skipped=meta.get("seq_skipped", 0),
         clean_shutdown=None if clean is None else clean == 1,
+        journal_gen=meta.get("journal_gen", 0),
     )

@@ -9,7 +9,7 @@ from typing import Protocol
 SYNCHRONOUS_LEVELS = ("NORMAL", "FULL", "EXTRA")
 INT64_MAX = 2**63 - 1
 META_COUNTERS = ("evicted_routine", "evicted_alarm", "disk_full_events", "quarantined", "seq_skipped")
-META_MARKS = ("clean", "boot", "epoch", "synced")  # session marks, written synced (recovery.py)
+META_MARKS = ("clean", "boot", "epoch", "synced", "journal_gen")  # written synced (recovery.py, core.py)
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,9 @@ class SpoolTuning:
     seq_reserve: int = 65536  # sidecar rewritten once per this many readings
     max_pending: int = 100_000  # readings held in RAM while commits fail (disk gone); then shed
     keep_quarantined: int = 3
+    # Group commits go to an append-only journal and move into SQLite ("fold") when it reaches this
+    # size (or a quarter of max_bytes, if smaller); 0 commits straight into SQLite (journal.py).
+    journal_bytes: int = 65536
 
 
 class SpoolError(RuntimeError):

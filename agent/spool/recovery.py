@@ -133,10 +133,12 @@ def mark_clean(store: Store) -> None:
     store.transaction(lambda: None, durable=True)
 
 
-def new_database_meta(store: Store, res: Reservation, start: int, epoch: str) -> dict[str, int]:
+def new_database_meta(store: Store, res: Reservation, start: int, epoch: str, journal_gen: int) -> dict[str, int]:
     """Meta for a new database whose sequence starts after ``start`` (chosen safely by the caller,
-    so it is marked clean: the session that begins on it needs no further skip)."""
+    so it is marked clean: the session that begins on it needs no further skip). It adopts the
+    journal of generation ``journal_gen``: readings there were never in the lost file."""
     meta = {name: store.st.counters[name] for name in META_COUNTERS}
+    meta["journal_gen"] = journal_gen
     meta["reserved"] = max(start, res.state.seq_reserved)
     meta["clean"] = 1
     if epoch:

@@ -50,6 +50,7 @@ class Store:
         self.st = Mirror()
         self.series: dict[SeriesKey, int] = {}
         self.series_by_id: dict[int, SeriesKey] = {}
+        self.unsaved: set[int] = set()  # series known (from the journal) but not yet in the table
         self.evictions: list[Eviction] = []  # in the current transaction
         self.deleted_in_txn = False  # rows deleted: the high-water mark must be written with them
 
@@ -115,6 +116,7 @@ class Store:
             meta = {str(k): int(v) for k, v in conn.execute("SELECT k, v FROM meta")}
             self.series.clear()
             self.series_by_id.clear()
+            self.unsaved.clear()
             for sid, sensor, quantity, unit, flags in conn.execute(
                 "SELECT id, sensor_id, quantity, unit, flags FROM series"
             ):
@@ -153,7 +155,7 @@ class Store:
         session marks must survive a power cut; they are rare)."""
         conn = self.require()
         snapshot = self.st.copy()
-        series = (dict(self.series), dict(self.series_by_id))
+        series = (dict(self.series), dict(self.series_by_id), set(self.unsaved))
         self.evictions.clear()
         self.deleted_in_txn = False
         synced = durable and self.synchronous == "NORMAL"
@@ -169,7 +171,7 @@ class Store:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             self.st = snapshot
-            self.series, self.series_by_id = series
+            self.series, self.series_by_id, self.unsaved = series
             self.evictions.clear()
             self.deleted_in_txn = False
             raise
@@ -215,15 +217,23 @@ class Store:
         key: SeriesKey = (r.sensor_id, r.quantity, r.unit, r.flags)
         sid = self.series.get(key)
         if sid is None:
-            sid = len(self.series_by_id) + 1
-            while sid in self.series_by_id:
-                sid += 1
+            sid = self.add_series(key)
+        if sid in self.unsaved:
             conn.execute(
                 "INSERT INTO series (id, sensor_id, quantity, unit, flags) VALUES (?, ?, ?, ?, ?)",
                 (sid, r.sensor_id, r.quantity, r.unit, json.dumps(list(r.flags))),
             )
-            self.series[key] = sid
-            self.series_by_id[sid] = key
+            self.unsaved.discard(sid)
+        return sid
+
+    def add_series(self, key: SeriesKey, sid: int | None = None) -> int:
+        """Intern ``key`` (under ``sid`` when that id is free); its table row is written by the next
+        insert that uses it."""
+        if sid is None or sid in self.series_by_id:
+            sid = max(self.series_by_id, default=0) + 1
+        self.series[key] = sid
+        self.series_by_id[sid] = key
+        self.unsaved.add(sid)
         return sid
 
     def delete_range(self, table: str, first: int, last: int) -> int:

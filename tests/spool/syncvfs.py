@@ -113,6 +113,7 @@ class SyncRecorder:
         self._methods: dict[int, tuple[ctypes.Structure, _IoMethods]] = {}
         self._keep: list[object] = []
         self._real_fsync = os.fsync
+        self._real_fdatasync = os.fdatasync
 
     # --- install ------------------------------------------------------------------------------
     def __enter__(self) -> SyncRecorder:
@@ -144,10 +145,12 @@ class SyncRecorder:
         self._vfs = vfs
         assert _lib.sqlite3_vfs_register(ctypes.byref(vfs), 1) == 0
         os.fsync = self._fsync  # type: ignore[assignment]
+        os.fdatasync = self._fdatasync  # type: ignore[assignment]
         return self
 
     def __exit__(self, *exc: object) -> None:
         os.fsync = self._real_fsync  # type: ignore[assignment]
+        os.fdatasync = self._real_fdatasync  # type: ignore[assignment]
         _lib.sqlite3_vfs_register(self._base, 1)  # the original default again
         _lib.sqlite3_vfs_unregister(ctypes.byref(self._vfs))
 
@@ -177,15 +180,23 @@ class SyncRecorder:
         self._paths[ctypes.addressof(file.contents)] = path
         file.contents.pMethods = ctypes.addressof(self._methods[orig_ptr][1])
 
+    def _fdatasync(self, fd: int) -> None:
+        self._real_fdatasync(fd)
+        self._synced(fd)
+
     def _fsync(self, fd: int) -> None:
         self._real_fsync(fd)
+        self._synced(fd)
+
+    def _synced(self, fd: int) -> None:
         path = os.readlink(f"/proc/self/fd/{fd}")
         if stat.S_ISDIR(os.fstat(fd).st_mode):
             if Path(path) == self.directory.resolve():
-                # Directory entries are durable now: files written from Python (the sidecar) count
-                # with their current bytes (write_atomic synced them before the rename).
+                # Directory entries are durable now: a file renamed into place (the sidecar) counts
+                # with its current bytes (write_atomic synced them before the rename). Other files
+                # count from their own syncs only.
                 for p in self.directory.iterdir():
-                    if p.is_file() and not _sqlite_file(p):
+                    if p.is_file() and p.suffix == ".json":
                         self._snapshot(str(p))
         elif not Path(path).name.startswith("."):  # write_atomic's temp file counts at the rename
             self._snapshot(path)
@@ -236,6 +247,3 @@ class SyncRecorder:
                 Path(path).write_bytes(data)
         self._events.clear()
 
-
-def _sqlite_file(p: Path) -> bool:
-    return p.suffix == ".db" or p.name.endswith((".db-wal", ".db-shm", ".db-journal"))
