@@ -39,7 +39,8 @@ class Budget:
         return min(limit, store.st.file_bytes + max(0, growth))
 
     @staticmethod
-    def _per_row(store: Store) -> int:
+    def per_row(store: Store) -> int:
+        """Bytes one reading occupies in the database now (an estimate before there is any row)."""
         st = store.st
         return max(16, st.used_bytes // st.rows) if st.rows else 32
 
@@ -49,7 +50,7 @@ class Budget:
         and ``alarms`` allows it. Returns how many rows' worth of room is still missing."""
         st = store.st
         cap = self.cap_bytes(store)
-        per_row = self._per_row(store)
+        per_row = self.per_row(store)
         need = st.used_bytes + incoming * per_row - cap
         while need > 0:
             n = max(1, math.ceil(need / per_row))

@@ -456,7 +456,9 @@ class Spool:
             oldest_seq, oldest_ts = self._tail[0].seq, self._tail[0].ts_ms
         return SpoolStats(
             readings=st.rows + len(self._tail),
-            bytes=st.used_bytes + (self._journal.size if self._journal else 0),
+            # What the budget counts: the database's live pages, the journal's readings as the rows
+            # they become at the next fold, and the room kept for the journal.
+            bytes=st.used_bytes + len(self._tail) * Budget.per_row(self._store) + self._fold_bytes,
             oldest_ts_ms=oldest_ts,
             oldest_seq=oldest_seq,
             next_seq=self._next_seq,

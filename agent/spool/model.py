@@ -15,7 +15,7 @@ META_MARKS = ("clean", "boot", "epoch", "synced", "journal_gen")  # written sync
 @dataclass(frozen=True)
 class SpoolStats:
     readings: int  # committed, not yet acknowledged
-    bytes: int  # bytes the spool's live pages occupy (what max_bytes bounds)
+    bytes: int  # what max_bytes bounds: live pages, journal readings as rows, room kept for the journal
     oldest_ts_ms: int | None
     oldest_seq: int | None
     next_seq: int
