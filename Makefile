@@ -32,8 +32,8 @@ test: setup
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check agent drivers provisioning emulator cloud fleet tests bench
-	$(VENV)/bin/mypy agent drivers provisioning emulator cloud fleet
+	$(VENV)/bin/ruff check agent drivers provisioning emulator cloud fleet iotmqtt tests bench
+	$(VENV)/bin/mypy agent drivers provisioning emulator cloud fleet iotmqtt
 
 bench: setup
 	$(PY) -m bench.run_all

@@ -44,10 +44,26 @@ class ConnectionConfig(_Section):
     cert_file: Path | None = None
     key_file: Path | None = None
     client_id: str | None = Field(None, max_length=128, description="default: the thing name")
-    keep_alive_s: int = Field(60, ge=30, le=1200, description="MQTT keep-alive; IoT Core clamps to 30..1200")
+    keep_alive_s: int = Field(
+        60, ge=30, le=1200, description="MQTT keep-alive; IoT Core clamps to 30..1200 (see agent/link/README.md)"
+    )
+    ping_timeout_ms: int = Field(
+        15_000, ge=1000, le=600_000, description="a PINGREQ unanswered this long = dead link; <= keep_alive_s/2"
+    )
     min_reconnect_delay_ms: int = Field(1000, ge=100, le=600_000)
-    max_reconnect_delay_ms: int = Field(120_000, ge=1000, le=3_600_000)
-    connect_timeout_ms: int = Field(10_000, ge=1000, le=120_000)
+    max_reconnect_delay_ms: int = Field(
+        60_000, ge=1000, le=3_600_000, description="full-jitter window cap while the broker is down"
+    )
+    connect_timeout_ms: int = Field(10_000, ge=1000, le=120_000, description="TCP connect and CONNACK, each")
+    probe_interval_s: float = Field(
+        5.0, ge=1, le=300, description="while the network is down: TCP-probe the endpoint this often"
+    )
+    network_return_jitter_ms: int = Field(
+        2000, ge=0, le=60_000, description="reconnect within this long once the network is back"
+    )
+    network_events: Literal["netlink", "none"] = Field(
+        "netlink", description="kernel link/address/route events prompt an immediate probe"
+    )
     iot_core_limits: bool = Field(
         True, description="client-side flow control at IoT Core's 100 publishes/s and 512 KiB/s"
     )
@@ -56,6 +72,11 @@ class ConnectionConfig(_Section):
     def _reconnect_bounds(self) -> ConnectionConfig:
         if self.min_reconnect_delay_ms > self.max_reconnect_delay_ms:
             raise ValueError("min_reconnect_delay_ms must not exceed max_reconnect_delay_ms")
+        if self.ping_timeout_ms > self.keep_alive_s * 500:
+            raise ValueError(
+                f"ping_timeout_ms ({self.ping_timeout_ms}) must be at most half of keep_alive_s "
+                f"({self.keep_alive_s * 500} ms): a dead link is then noticed within 1.5 x keep-alive"
+            )
         return self
 
 

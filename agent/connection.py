@@ -5,6 +5,14 @@ callback only hands its data to the asyncio loop with ``call_soon_threadsafe``.
 
 Publishes are failed, not queued, while offline (``FAIL_ALL_ON_DISCONNECT``): the durable spool is
 the only queue, so nothing lives twice and nothing is retried behind the uplink's back.
+
+Reconnecting is scheduled here, not inside awscrt: after a failed attempt or a lost connection the
+client is stopped and started again when ``agent.link.backoff.ReconnectPolicy`` says, so the status
+can say when the next attempt is, and the wait can be cut short when the network comes back (the
+network watch below) without giving up full jitter for a broker that is down. awscrt's own
+reconnect delay is set to the maximum as a safety net only. Only ever one client with this client
+id exists, and it is restarted only while disconnected, so a restart never takes over a live
+session (see agent/link/README.md).
 """
 
 from __future__ import annotations
@@ -20,35 +28,52 @@ from typing import Any
 
 from awscrt import mqtt5
 from awscrt.exceptions import AwsCrtError
-from awsiot import mqtt5_client_builder
 
 from agent.config import ConnectionConfig
-from provisioning.session import describe_failure, is_refusal
+from agent.link.backoff import ReconnectPolicy
+from agent.link.probe import probe
+from agent.link.watch import WATCHES, NetworkWatch
+from iotmqtt import Lifecycle, Target, build_client, describe_failure, failure_kind, retrieve_exception
+from iotmqtt.errors import is_offline, is_too_large
 
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes, mqtt5.PublishPacket], None]
+# Identical connect-failure lines closer together than this are counted, not repeated.
+LOG_EVERY_S = 30.0
 
 
 class PublishError(Exception):
     """A publish was not acknowledged with success. ``retryable`` is False for a refusal that will
-    repeat identically (not authorised, topic invalid); ``too_large`` asks the caller to split."""
+    repeat identically (not authorised, topic invalid); ``too_large`` asks the caller to split;
+    ``offline`` says the link was (or went) down, so there is nothing to back off from."""
 
-    def __init__(self, message: str, *, retryable: bool = True, too_large: bool = False) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool = True, too_large: bool = False, offline: bool = False
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.too_large = too_large
+        self.offline = offline
 
 
 @dataclass
 class ConnectionStats:
     connected: bool = False
+    state: str = "stopped"  # connecting | connected | waiting (for the next attempt) | stopped
     connects: int = 0
     disconnects: int = 0
     connect_failures: int = 0
-    last_error: str | None = None
+    last_error: str | None = None  # the connection's own reason, e.g. AWS_ERROR_MQTT5_PING_RESPONSE_TIMEOUT
+    failure_kind: str | None = None  # network | broker | refused
     refused: bool = False  # the broker refused our certificate/client id: an operator must act
     last_connected_wall: float | None = None
+    down_since_wall: float | None = None
+    attempts: int = 0  # connect attempts since the link was last up
+    next_attempt_wall: float | None = None
+    network: str = "unknown"  # up | down | unknown, as the reachability probe last saw it
+    network_returns: int = 0
+    last_network_event: str | None = None
     publishes: int = 0
     subscriptions_refused: int = 0
     publish_times: list[float] = field(default_factory=list)
@@ -57,8 +82,11 @@ class ConnectionStats:
 def _awaitable(fut: concurrent.futures.Future[Any]) -> asyncio.Future[Any]:
     """Await an awscrt operation without ever cancelling its future: a cancelled wait (shutdown,
     a timeout) must leave awscrt to complete the operation itself, or its callback thread hits
-    InvalidStateError on a future we cancelled under it."""
-    return asyncio.shield(asyncio.wrap_future(fut))
+    InvalidStateError on a future we cancelled under it. The outcome is always retrieved, so an
+    operation whose waiter gave up does not log 'Future exception was never retrieved' later."""
+    inner = asyncio.wrap_future(fut)
+    inner.add_done_callback(retrieve_exception)
+    return asyncio.shield(inner)
 
 
 def _topic_matches(filter_: str, topic: str) -> bool:
@@ -101,36 +129,49 @@ class Connection:
         self._kept: list[str] = []
         self._background: set[asyncio.Task[None]] = set()
         self._stopped = asyncio.Event()
+        self._stopped.set()
+        self.policy = ReconnectPolicy(
+            conf.min_reconnect_delay_ms / 1000,
+            conf.max_reconnect_delay_ms / 1000,
+            network_return_jitter_s=conf.network_return_jitter_ms / 1000,
+        )
+        self._wanted = False  # start() called and stop() not since
+        self._client_running = False  # client.start() issued and its "stopped" not yet seen
+        self._start_when_stopped = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._connected_mono: float | None = None
+        self._attempt_mono: float | None = None
+        self._suspect = asyncio.Event()  # the network is suspected down: probe it
+        self._hint = asyncio.Event()
+        self._seen_down = False  # a probe found the network down during this outage
+        self._next_probe = 0.0
+        self._watch_task: asyncio.Task[None] | None = None
+        self._hints: NetworkWatch | None = None
+        self._last_log: tuple[str, float, int] = ("", 0.0, 0)  # reason, when, suppressed since
         self.client = self._build(Path(conf.cert_file), Path(conf.key_file), ack_timeout_s)
 
     def _build(self, cert: Path, key: Path, ack_timeout_s: float) -> mqtt5.Client:
         c = self.conf
-        flow = (
-            mqtt5.ExtendedValidationAndFlowControlOptions.AWS_IOT_CORE_DEFAULTS
-            if c.iot_core_limits
-            else mqtt5.ExtendedValidationAndFlowControlOptions.NONE
-        )
-        return mqtt5_client_builder.mtls_from_path(
-            cert_filepath=str(cert),
-            pri_key_filepath=str(key),
-            endpoint=c.endpoint,
-            port=c.port,
-            ca_filepath=str(c.ca_file) if c.ca_file else None,
-            client_id=self.client_id,
-            keep_alive_interval_sec=c.keep_alive_s,
-            min_reconnect_delay_ms=c.min_reconnect_delay_ms,
+        return build_client(
+            Target(c.endpoint, c.port, c.ca_file, cert, key, self.client_id),
+            Lifecycle(
+                on_publish=self._cb_publish,
+                on_attempt=self._cb_attempt,
+                on_success=self._cb_success,
+                on_failure=self._cb_failure,
+                on_disconnect=self._cb_disconnect,
+                on_stopped=self._cb_stopped,
+            ),
+            keep_alive_s=c.keep_alive_s,
+            ping_timeout_ms=c.ping_timeout_ms,
+            connect_timeout_ms=c.connect_timeout_ms,
+            ack_timeout_s=int(ack_timeout_s),
+            # A safety net only: the agent stops the client after every failure and schedules the
+            # next attempt itself.
+            min_reconnect_delay_ms=c.max_reconnect_delay_ms,
             max_reconnect_delay_ms=c.max_reconnect_delay_ms,
-            retry_jitter_mode=mqtt5.ExponentialBackoffJitterMode.FULL,
-            session_behavior=mqtt5.ClientSessionBehaviorType.CLEAN,
-            offline_queue_behavior=mqtt5.ClientOperationQueueBehaviorType.FAIL_ALL_ON_DISCONNECT,
-            extended_validation_and_flow_control_options=flow,
-            connack_timeout_ms=c.connect_timeout_ms,
-            ack_timeout_sec=max(1, int(ack_timeout_s)),
-            on_publish_received=self._cb_publish,
-            on_lifecycle_connection_success=self._cb_success,
-            on_lifecycle_connection_failure=self._cb_failure,
-            on_lifecycle_disconnection=self._cb_disconnect,
-            on_lifecycle_stopped=self._cb_stopped,
+            jitter=mqtt5.ExponentialBackoffJitterMode.NONE,
+            iot_core_limits=c.iot_core_limits,
         )
 
     # --- awscrt callbacks: hand over to the loop, never block -------------------------------
@@ -141,6 +182,9 @@ class Connection:
     def _cb_publish(self, data: mqtt5.PublishReceivedData) -> None:
         p = data.publish_packet
         self._post(self._dispatch, p.topic, bytes(p.payload or b""), p)
+
+    def _cb_attempt(self, data: mqtt5.LifecycleAttemptingConnectData) -> None:
+        self._post(self._attempting)
 
     def _cb_success(self, data: mqtt5.LifecycleConnectSuccessData) -> None:
         present = bool(data.connack_packet and data.connack_packet.session_present)
@@ -153,15 +197,33 @@ class Connection:
         self._post(self._disconnected, describe_failure(data.exception, data.disconnect_packet))
 
     def _cb_stopped(self, data: mqtt5.LifecycleStoppedData) -> None:
-        self._post(self._stopped.set)
+        self._post(self._client_stopped)
 
     # --- on the loop ----------------------------------------------------------------------------
+    def _attempting(self) -> None:
+        self.stats.attempts += 1
+        self.stats.state = "connecting"
+        self.stats.next_attempt_wall = None
+        self._attempt_mono = time.monotonic()
+
     def _connected(self, session_present: bool) -> None:
-        self.stats.connected = True
-        self.stats.connects += 1
-        self.stats.last_error = None
-        self.stats.refused = False
-        self.stats.last_connected_wall = time.time()
+        st = self.stats
+        if st.down_since_wall is not None and st.last_error is not None:
+            log.info("link up again", extra={"down_s": round(time.time() - st.down_since_wall, 1),
+                                              "attempts": st.attempts, "last_error": st.last_error})
+        st.connected = True
+        st.state = "connected"
+        st.connects += 1
+        st.refused = False
+        st.last_connected_wall = time.time()
+        st.down_since_wall = None
+        st.attempts = 0
+        st.next_attempt_wall = None
+        st.network = "up"
+        self._connected_mono = time.monotonic()
+        self._suspect.clear()
+        self._seen_down = False
+        self._last_log = ("", 0.0, 0)
         self.connected.set()
         log.info("connected", extra={"endpoint": self.conf.endpoint, "session_present": session_present})
         if self._kept and not session_present:
@@ -170,41 +232,201 @@ class Connection:
             cb(session_present)
 
     def _failed(self, why: str) -> None:
-        self.stats.connect_failures += 1
-        self.stats.last_error = why
-        refused = is_refusal(why)
-        if refused and not self.stats.refused:
+        kind = failure_kind(why)
+        if kind == "stopped":  # an attempt we cut short ourselves
+            return
+        st = self.stats
+        st.connect_failures += 1
+        st.last_error, st.failure_kind = why, kind
+        if st.down_since_wall is None:
+            st.down_since_wall = time.time()
+        refused = kind == "refused"
+        if refused and not st.refused:
             log.error(
                 "broker refused the certificate (revoked, inactive or not allowed by its policy?); "
                 "retrying with backoff",
                 extra={"endpoint": self.conf.endpoint, "error": why, "cert_file": str(self.conf.cert_file)},
             )
-        elif not refused:
-            log.warning("connect failed", extra={"endpoint": self.conf.endpoint, "error": why})
-        self.stats.refused = refused
+        st.refused = refused
+        self._judge_network(kind)
+        self._schedule(self.policy.next_delay())
+        if not refused:
+            self._log_failure(why, kind)
 
     def _disconnected(self, why: str) -> None:
-        if self.stats.connected:
-            self.stats.disconnects += 1
-        self.stats.connected = False
-        self.stats.last_error = why
+        kind = failure_kind(why)
+        st = self.stats
+        was_connected = st.connected
+        st.connected = False
         self.connected.clear()
-        log.warning("disconnected", extra={"error": why})
+        if kind == "stopped":
+            return
+        st.disconnects += int(was_connected)
+        st.last_error, st.failure_kind = why, kind
+        st.down_since_wall = time.time()
+        st.attempts = 0
+        up_for = time.monotonic() - self._connected_mono if self._connected_mono is not None else 0.0
+        log.warning("disconnected", extra={"error": why, "kind": kind, "connected_s": round(up_for, 1)})
+        self._judge_network(kind)
+        self._schedule(self.policy.lost(up_for))
+
+    def _client_stopped(self) -> None:
+        self._client_running = False
+        self._stopped.set()
+        if self._start_when_stopped:
+            self._start_when_stopped = False
+            self._start_client()
 
     def _dispatch(self, topic: str, payload: bytes, packet: mqtt5.PublishPacket) -> None:
         for filter_, handler in list(self._handlers):
             if _topic_matches(filter_, topic):
                 handler(topic, payload, packet)
 
-    # --- API ----------------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start connecting in the background; the client keeps retrying with full-jitter backoff,
-        so an agent that boots with no network simply starts offline. Also restarts a stopped
-        client (certificate rotation pauses it); a later ``stop`` then waits for the new stop."""
+    def _log_failure(self, why: str, kind: str) -> None:
+        """Every failed connect is logged, but one line per reason per LOG_EVERY_S at most (the rest
+        are counted into the next line). A failure the agent expects (network or broker down) is a
+        WARNING, never an ERROR."""
+        now = time.monotonic()
+        last_why, last_at, suppressed = self._last_log
+        if why == last_why and now - last_at < LOG_EVERY_S:
+            self._last_log = (why, last_at, suppressed + 1)
+            return
+        st = self.stats
+        log.warning(
+            "connect failed",
+            extra={
+                "endpoint": self.conf.endpoint, "error": why, "kind": kind, "attempts": st.attempts,
+                "down_s": round(time.time() - st.down_since_wall, 1) if st.down_since_wall else 0.0,
+                "next_attempt_in_s": round(st.next_attempt_wall - time.time(), 1) if st.next_attempt_wall else None,
+                "similar_not_logged": suppressed,
+            },
+        )
+        self._last_log = (why, now, 0)
+
+    # --- reconnect schedule -------------------------------------------------------------------------
+    def _schedule(self, delay: float) -> None:
+        """Pause the client (so awscrt does not retry on its own) and start it after ``delay``."""
+        if not self._wanted:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self.stats.state = "waiting"
+        self.stats.next_attempt_wall = time.time() + delay
+        if self._client_running:
+            self.client.stop()
+        self._timer = self._loop.call_later(delay, self._attempt_now)
+
+    def _attempt_now(self) -> None:
+        self._timer = None
+        if not self._wanted:
+            return
+        if self._client_running:  # our pause has not completed yet: start as soon as it has
+            self._start_when_stopped = True
+        else:
+            self._start_client()
+
+    def _start_client(self) -> None:
+        self._client_running = True
         self._stopped.clear()
+        self.stats.state = "connecting"
         self.client.start()
 
+    # --- network watch --------------------------------------------------------------------------------
+    def _judge_network(self, kind: str) -> None:
+        """A failure where nothing came back makes the network the suspect; the watch then probes
+        it. Anything else (refused, closed, a CONNACK) proves the broker's host answered."""
+        if kind == "network":
+            if not self._suspect.is_set():
+                self._next_probe = 0.0  # the first probe at once: is it the network or not?
+            self._suspect.set()
+        else:
+            self._suspect.clear()
+            self._seen_down = False
+            self.stats.network = "up"
+
+    def _network_hint(self, what: str) -> None:
+        self.stats.last_network_event = what
+        if self._suspect.is_set():
+            log.info("network changed; probing the broker now", extra={"event": what})
+            self._hint.set()
+
+    async def _watch(self) -> None:
+        """While the network is suspect: probe every ``probe_interval_s`` (start to start), and at
+        once on a kernel network event. Only "seen down, then seen up" counts as the network
+        returning; a first probe that succeeds means the network was fine (a broker or NAT problem),
+        and the fleet's full-jitter schedule stands."""
+        c = self.conf
+        timeout_s = max(1.0, min(3.0, 0.6 * c.probe_interval_s))
+        while True:
+            await self._suspect.wait()
+            try:
+                async with asyncio.timeout(max(0.0, self._next_probe - time.monotonic())):
+                    await self._hint.wait()
+            except TimeoutError:
+                pass
+            self._hint.clear()
+            if not self._suspect.is_set() or self.stats.connected:
+                continue
+            self._next_probe = time.monotonic() + c.probe_interval_s
+            reach = await probe(c.endpoint, c.port, timeout_s)
+            if not self._suspect.is_set() or self.stats.connected:
+                continue
+            if reach == "unreachable":
+                if not self._seen_down:
+                    log.info("network down: broker unreachable; probing until it answers",
+                             extra={"every_s": c.probe_interval_s})
+                self._seen_down = True
+                self.stats.network = "down"
+                continue
+            self._suspect.clear()
+            self.stats.network = "up"
+            if reach == "reachable" and self._seen_down:
+                self._network_returned()
+            self._seen_down = False
+
+    def _network_returned(self) -> None:
+        """Seen down, now seen up: the wait that full jitter chose for a down broker does not apply.
+        A pending attempt that started long ago is stuck on packets the dead link swallowed; it is
+        cut short too."""
+        delay = self.policy.network_returned()
+        self.stats.network_returns += 1
+        stuck = self._client_running and self._attempt_mono is not None and time.monotonic() - self._attempt_mono > 1
+        waiting = self._timer is not None and self.stats.next_attempt_wall is not None
+        log.info("network returned; reconnecting soon", extra={"in_s": round(delay, 2)})
+        if stuck or (waiting and self.stats.next_attempt_wall is not None
+                     and self.stats.next_attempt_wall - time.time() > delay):
+            self._schedule(delay)
+
+    # --- API ----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start connecting in the background; failed attempts are retried with full-jitter backoff,
+        so an agent that boots with no network simply starts offline. Also restarts a stopped
+        connection (certificate rotation pauses it); a later ``stop`` then waits for the new stop."""
+        self._wanted = True
+        self.stats.down_since_wall = self.stats.down_since_wall or time.time()
+        if self._watch_task is None:
+            self._watch_task = self._loop.create_task(self._watch(), name="network-watch")
+        if self._hints is None and self.conf.network_events in WATCHES:
+            watch = WATCHES[self.conf.network_events]()
+            if watch.start(self._loop, self._network_hint):
+                self._hints = watch
+        if self._client_running:
+            self._start_when_stopped = True
+        else:
+            self._start_client()
+
     async def stop(self) -> None:
+        self._wanted = False
+        self._start_when_stopped = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            self._watch_task = None
+        if self._hints is not None:
+            self._hints.stop()
+            self._hints = None
         self.client.stop()
         try:
             await asyncio.wait_for(self._stopped.wait(), timeout=3)
@@ -212,6 +434,25 @@ class Connection:
             log.warning("mqtt client did not report stopped within 3 s")
         self.connected.clear()
         self.stats.connected = False
+        self.stats.state = "stopped"
+        self.stats.next_attempt_wall = None
+
+    def link_status(self) -> dict[str, Any]:
+        """What the link is doing, for ``status``: down since when, why, attempts, next attempt."""
+        st, now = self.stats, time.time()
+        nxt = st.next_attempt_wall
+        return {
+            "state": st.state,
+            "down_since_ts": st.down_since_wall,
+            "down_for_s": None if st.down_since_wall is None else round(now - st.down_since_wall, 1),
+            "connect_attempts": st.attempts,
+            "next_attempt_ts": nxt,
+            "next_attempt_in_s": None if nxt is None else round(max(0.0, nxt - now), 1),
+            "failure_kind": st.failure_kind,
+            "network": st.network,
+            "network_returns": st.network_returns,
+            "last_network_event": st.last_network_event,
+        }
 
     def on_connect(self, cb: Callable[[bool], None]) -> None:
         """``cb(session_present)`` runs on the loop after every successful connect."""
@@ -276,8 +517,9 @@ class Connection:
         try:
             result = await _awaitable(self.client.publish(packet))
         except AwsCrtError as exc:
-            too_large = "PACKET_SIZE" in exc.name or "PAYLOAD" in exc.name
-            raise PublishError(f"{exc.name}: {exc.message}", too_large=too_large) from None
+            raise PublishError(
+                f"{exc.name}: {exc.message}", too_large=is_too_large(exc.name), offline=is_offline(exc.name)
+            ) from None
         self.stats.publishes += 1
         now = time.monotonic()
         self.stats.publish_times.append(now)

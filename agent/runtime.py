@@ -338,7 +338,10 @@ class Agent:
                 reconnects=max(0, cs.connects - 1),
                 connect_failures=cs.connect_failures,
                 certificate_refused=cs.refused,
-                last_error=us.last_error or cs.last_error,
+                # While the link is down its own reason (ping timeout, TLS error, ...) says more
+                # than the uplink's "no PUBACK" that followed from it.
+                last_error=(us.last_error or cs.last_error) if cs.connected else (cs.last_error or us.last_error),
+                link=self.conn.link_status(),
                 last_ack_ts=us.last_ack_wall,
                 batches_acked=us.batches_acked,
                 readings_acked=us.readings_acked,

@@ -1,8 +1,14 @@
 """Spool -> IoT Core. Takes committed readings in sequence order, packs them into batches by size
 and by age (whichever first; alarms go at once), publishes QoS1 over the one connection, and acks
 the spool only when the PUBACK says success. Anything else leaves the readings in the spool, and
-they are sent again after a backoff: delivery is at-least-once, and the batch id and sequence
-numbers let the cloud drop duplicates.
+they are sent again: delivery is at-least-once, and the batch id and sequence numbers let the cloud
+drop duplicates.
+
+After every (re)connect the uplink starts again at once from the oldest unacknowledged reading:
+publishes in flight on the old connection are abandoned (awscrt fails them at the disconnect), and
+any retry wait ends. The only retry wait is a full-jitter backoff after the broker itself refused a
+batch on a live connection; a link that was down, or a PUBACK that did not come in time, resends
+without waiting (the connection's own ping timeout and reconnect schedule pace those).
 
 Backlog drains are paced by awscrt's IoT Core flow control (100 publishes/s, 512 KiB/s) when
 ``connection.iot_core_limits`` is on, and by ``max_inflight`` always."""
@@ -52,6 +58,10 @@ class Uplink:
         self.stats = UplinkStats()
         self.wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
+        # Publishes sent on an earlier connection: not counted, not waited for (see _reconnected).
+        self._abandoned: set[asyncio.Task[None]] = set()
+        self._retry_at = 0.0  # monotonic; no batch before this (the broker refused one)
+        self._hooked = False
         self._cursor = 0  # highest seq handed to a publish since the last rewind
         self._ahead: list[Reading] = []  # committed readings after the cursor, read but not yet sent
         self._rewind = False
@@ -78,7 +88,21 @@ class Uplink:
         """New readings were committed (or an alarm arrived): look again."""
         self.wake.set()
 
+    def _reconnected(self, _session_present: bool) -> None:
+        """A new connection: what was in flight died with the old one, so rewind now and resend
+        from the oldest unacknowledged reading, with no retry wait."""
+        self._abandoned |= self._inflight
+        self._inflight.clear()
+        self.stats.inflight = 0
+        self._rewind = True
+        self._retry_at = 0.0
+        self._failures_in_row = 0
+        self.wake.set()
+
     async def run(self) -> None:
+        if not self._hooked:
+            self.conn.on_connect(self._reconnected)
+            self._hooked = True
         while True:
             await self.conn.connected.wait()
             if self._rewind and not self._inflight:
@@ -89,6 +113,10 @@ class Uplink:
             self.wake.clear()
             if self._rewind or len(self._inflight) >= self.conf.max_inflight:
                 await self._wait(None)
+                continue
+            hold = self._retry_at - time.monotonic()
+            if hold > 0:
+                await self._wait(hold)
                 continue
             delay = await self._try_send()
             if delay != 0.0:
@@ -139,6 +167,11 @@ class Uplink:
         return 0.0 if full else None
 
     def _done(self, task: asyncio.Task[None]) -> None:
+        if task in self._abandoned:
+            self._abandoned.discard(task)
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                log.error("publish task failed unexpectedly", exc_info=exc)
+            return
         self._inflight.discard(task)
         self.stats.inflight = len(self._inflight)
         if not task.cancelled() and (exc := task.exception()) is not None:
@@ -152,14 +185,16 @@ class Uplink:
 
     async def _publish(self, first: int, last: int, count: int, encoded: bytes) -> None:
         try:
-            await asyncio.wait_for(
-                self.conn.publish(
+            async with asyncio.timeout(self.conf.ack_timeout_s):
+                await self.conn.publish(
                     self.topic, encoded, content_type=self.content_type, user_properties=self.user_properties
-                ),
-                self.conf.ack_timeout_s,
-            )
-        except (PublishError, TimeoutError) as exc:
-            await self._failed(first, last, count, len(encoded), exc)
+                )
+        except TimeoutError:
+            self._failed(first, last, count, len(encoded),
+                         PublishError(f"no PUBACK within {self.conf.ack_timeout_s:g} s", offline=True))
+            return
+        except PublishError as exc:
+            self._failed(first, last, count, len(encoded), exc)
             return
         self.spool.ack(first, last)
         self._failures_in_row = 0
@@ -170,28 +205,37 @@ class Uplink:
         s.last_ack_wall = time.time()
         log.debug("batch acked", extra={"first_seq": first, "last_seq": last, "bytes": len(encoded)})
 
-    async def _failed(self, first: int, last: int, count: int, size: int, exc: BaseException) -> None:
+    def _failed(self, first: int, last: int, count: int, size: int, exc: PublishError) -> None:
+        """Never sleeps: a failed batch leaves the in-flight count at once. The readings stay in the
+        spool and are sent again after the rewind."""
         why = str(exc) or type(exc).__name__
         self.stats.failures += 1
         self.stats.last_error = why
+        self._rewind = True
+        if exc.offline:
+            # The link was down or silent: the connection notices and reconnects, and the reconnect
+            # rewinds; waiting here as well would only hold readings back once it is up again.
+            log.info("batch not acknowledged; will resend", extra={"first_seq": first, "last_seq": last,
+                                                                   "error": why})
+            return
         self._failures_in_row += 1
-        if isinstance(exc, PublishError) and exc.too_large and count > 1:
+        if exc.too_large and count > 1:
             self._refused_cap = max(MIN_PAYLOAD_CAP, size // 2)
             self.stats.splits += 1
             log.warning(
                 "batch refused as too large; splitting",
                 extra={"first_seq": first, "readings": count, "bytes": size, "new_cap": self._refused_cap},
             )
-        else:
-            log.warning("batch not acknowledged", extra={"first_seq": first, "last_seq": last, "error": why})
-        self._rewind = True
-        # Full-jitter backoff, capped: a broker that refuses everything is not hammered.
+            return
+        log.warning("batch refused by the broker", extra={"first_seq": first, "last_seq": last, "error": why})
+        # Full-jitter backoff, capped: a broker that refuses everything is not hammered. A reconnect
+        # ends the wait.
         cap = min(self.conf.retry_max_delay_s, 0.5 * 2 ** min(self._failures_in_row, 12))
-        await asyncio.sleep(random.uniform(0, cap) if self.conn.connected.is_set() else 0)
+        self._retry_at = time.monotonic() + random.uniform(0, cap)
 
     async def stop(self, grace_s: float = 2.0) -> None:
         """Give in-flight batches a moment to be acknowledged, then cancel (they stay spooled)."""
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=grace_s)
-        for t in list(self._inflight):
+        for t in [*self._inflight, *self._abandoned]:
             t.cancel()

@@ -159,7 +159,7 @@ def free_port() -> int:
 
 
 class Broker:
-    """One mosquitto process bound to 127.0.0.1:<port>, configured in ``state_dir``.
+    """One mosquitto process bound to <host>:<port> (host 127.0.0.1 unless told), configured in ``state_dir``.
 
     ``restart`` keeps the port (clients reconnect to the same address); ``reload`` sends SIGHUP,
     which re-reads the ACL file (see emulator/README.md for the full list)."""
@@ -172,8 +172,12 @@ class Broker:
         acl: Sequence[AclRule] | None = None,
         ready_timeout_s: float = 20.0,
         authz_plugin: AuthzPlugin | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.dir = Path(state_dir)
+        # The listen address. Anything but loopback is for an isolated network namespace (the
+        # link-fault harness, tests/netfault/); the readiness probe still uses 127.0.0.1.
+        self.host = host
         self.authz_plugin = authz_plugin
         self.files = files
         self.port: int | None = port
@@ -249,7 +253,7 @@ class Broker:
             lines.append(f"user {pwd.getpwuid(os.geteuid()).pw_name}")
         lines += [
             "",
-            f"listener {port} 127.0.0.1",
+            f"listener {port} {self.host}",
             f"cafile {f.ca_file}",
             f"certfile {f.server_cert_file}",
             f"keyfile {f.server_key_file}",

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument("--serial-allowlist", type=Path, default=None, metavar="FILE",
                        help="serials allowed to onboard by fleet provisioning (.json or .csv, re-read on change; "
                             "default: any serial)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="listen address (default 127.0.0.1; the link-fault harness uses 0.0.0.0 in its own "
+                            "network namespace)")
     serve.set_defaults(func=serve_cmd)
     _register_extra(esub)
 
@@ -77,6 +80,7 @@ def serve_cmd(args: argparse.Namespace) -> int:
         emu = Emulator(
             args.state_dir, port=args.port, thing=args.thing, components=_serve_components(), fleet_provisioning=True,
             serial_allowlist=allowlist,
+            host=args.host,
         )
     except PkiError as exc:
         print(f"error: --thing: {exc}", file=sys.stderr)

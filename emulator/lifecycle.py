@@ -51,8 +51,10 @@ class Emulator:
         fleet_provisioning: bool = False,
         provisioning_hook: Hook | None = None,
         serial_allowlist: Allowlist | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
+        self.host = host
         self.port = port
         self.thing = check_identity(thing)
         self.components: list[Component] = list(components)
@@ -106,14 +108,16 @@ class Emulator:
             self.fleet = prepare_fleet(self.state_dir, ca, admin_cert, dev_cert, self.thing, self.provisioning_hook,
                                        allowlist=self.serial_allowlist)
             plugin = self.fleet.plugin
-        self.broker = Broker(self.state_dir / "broker", files, port=port, acl=acl, authz_plugin=plugin)
+        self.broker = Broker(self.state_dir / "broker", files, port=port, acl=acl, authz_plugin=plugin, host=self.host)
         try:
             self.broker.start()
         except PortInUseError:
             if self.port is not None or port is None:
                 raise
             log.info("previous port unavailable, choosing a new one", extra={"port": port})
-            self.broker = Broker(self.state_dir / "broker", files, port=None, acl=acl, authz_plugin=plugin)
+            self.broker = Broker(
+                self.state_dir / "broker", files, port=None, acl=acl, authz_plugin=plugin, host=self.host
+            )
             self.broker.start()
         assert self.broker.port is not None
         info = EmulatorInfo(

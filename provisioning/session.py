@@ -2,8 +2,8 @@
 SDK's ``IotIdentityClientV2``.
 
 Provisioning runs before the agent's own connection exists (and rotation must prove a NEW
-certificate on its own connection), so this module builds its own awscrt client with
-``mtls_from_path``. Connecting is bounded: after ``max_attempts`` failed attempts (with the
+certificate on its own connection), so this module builds its own awscrt client with the project's
+one factory (``iotmqtt.build_client``). Connecting is bounded: after ``max_attempts`` failed attempts (with the
 client's full-jitter backoff between them) the session stops and raises :class:`ConnectFailed`,
 saying whether the broker refused the certificate (revoked, inactive, not authorised: retrying
 will not help) or could not be reached (network: retry later). A revoked certificate therefore
@@ -22,29 +22,17 @@ from types import TracebackType
 
 from awscrt import mqtt5, mqtt_request_response
 from awscrt.exceptions import AwsCrtError
-from awsiot import V2ServiceException, iotidentity, mqtt5_client_builder
+from awsiot import V2ServiceException, iotidentity
+
+from iotmqtt import Lifecycle, Target, build_client, describe_failure, is_refusal
 
 log = logging.getLogger(__name__)
 
-# Failures that mean "this certificate is not welcome here", as opposed to "no route to the broker".
-_REFUSED_ERRORS = (
-    "TLS_ERROR",
-    "TLS_ALERT",
-    "TLS_NEGOTIATION",
-    "MQTT_UNEXPECTED_HANGUP",
-    "MQTT5_CONNACK",
-)
 # The request-response client reports a SUBACK/PUBACK refusal with these; while disconnected it
 # waits instead, so they mean "not allowed", not "no network".
 _REFUSED_REQUEST_ERRORS = {
     "AWS_ERROR_MQTT_REQUEST_RESPONSE_SUBSCRIBE_FAILURE",
     "AWS_ERROR_MQTT_REQUEST_RESPONSE_PUBLISH_FAILURE",
-}
-_REFUSED_CONNACK = {
-    mqtt5.ConnectReasonCode.NOT_AUTHORIZED,
-    mqtt5.ConnectReasonCode.BAD_USERNAME_OR_PASSWORD,
-    mqtt5.ConnectReasonCode.BANNED,
-    mqtt5.ConnectReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
 }
 
 
@@ -103,24 +91,6 @@ class ServiceUnavailable(SessionError):
 
 class PublishRefused(SessionError):
     transient = False
-
-
-def is_refusal(error: str) -> bool:
-    """True when a connect failure means the broker refused this certificate or client, as opposed to
-    a network problem: retrying soon will not help, an operator must act."""
-    return any(tag in error for tag in _REFUSED_ERRORS) or any(f"reason={c.name}" in error for c in _REFUSED_CONNACK)
-
-
-def describe_failure(exc: BaseException | None, packet: object | None) -> str:
-    parts: list[str] = []
-    if isinstance(exc, AwsCrtError):
-        parts.append(exc.name)
-    elif exc is not None:
-        parts.append(type(exc).__name__)
-    code = getattr(packet, "reason_code", None)
-    if code is not None and int(code) != 0:
-        parts.append(f"reason={getattr(code, 'name', code)}")
-    return " ".join(parts) or "unknown"
 
 
 @dataclass(frozen=True)
@@ -237,25 +207,15 @@ class MqttSession:
         self._connected = False
         self._stopped = threading.Event()
         self._identity: IdentityClient | None = None
-        self.client = mqtt5_client_builder.mtls_from_path(
-            cert_filepath=str(self.cert_file),
-            pri_key_filepath=str(self.key_file),
-            endpoint=endpoint.host,
-            port=endpoint.port,
-            ca_filepath=str(endpoint.ca_file) if endpoint.ca_file else None,
-            client_id=client_id,
-            keep_alive_interval_sec=60,
+        self.client = build_client(
+            Target(endpoint.host, endpoint.port, endpoint.ca_file, self.cert_file, self.key_file, client_id),
+            Lifecycle(on_success=self._on_success, on_failure=self._on_failure,
+                      on_disconnect=self._on_disconnect, on_stopped=self._on_stopped),
+            keep_alive_s=60,
+            connect_timeout_ms=10_000,
+            ack_timeout_s=request_timeout_s,
             min_reconnect_delay_ms=min_backoff_ms,
             max_reconnect_delay_ms=max_backoff_ms,
-            retry_jitter_mode=mqtt5.ExponentialBackoffJitterMode.FULL,
-            session_behavior=mqtt5.ClientSessionBehaviorType.CLEAN,
-            offline_queue_behavior=mqtt5.ClientOperationQueueBehaviorType.FAIL_ALL_ON_DISCONNECT,
-            connack_timeout_ms=10_000,
-            ack_timeout_sec=request_timeout_s,
-            on_lifecycle_connection_success=self._on_success,
-            on_lifecycle_connection_failure=self._on_failure,
-            on_lifecycle_disconnection=self._on_disconnect,
-            on_lifecycle_stopped=self._on_stopped,
         )
 
     # awscrt threads: record and notify only, never block.

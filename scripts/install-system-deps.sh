@@ -10,6 +10,8 @@ command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 [ -f /usr/include/mosquitto_broker.h ] || need+=(mosquitto-dev)
 [ -f /usr/include/mosquitto.h ] || need+=(libmosquitto-dev)
 [ -f /usr/include/openssl/x509.h ] || need+=(libssl-dev)
+# The link-fault tests (tests/netfault/) build network namespaces, a veth pair and a tc filter.
+command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 echo "installing Debian packages: ${need[*]}" >&2
 sudo_cmd=()

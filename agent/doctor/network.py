@@ -12,9 +12,9 @@ from pathlib import Path
 
 from awscrt import mqtt5
 from awscrt.exceptions import AwsCrtError
-from awsiot import mqtt5_client_builder
 
 from agent.doctor.report import Result
+from iotmqtt import Lifecycle, Target, build_client, describe_failure
 
 ALPN_443 = "x-amzn-mqtt-ca"  # IoT Core speaks MQTT on 443 only with this ALPN
 
@@ -123,30 +123,22 @@ def check_mqtt(
         connected.set()
 
     def on_failure(data: mqtt5.LifecycleConnectFailureData) -> None:
-        reason = data.connack_packet.reason_code.name if data.connack_packet else None
-        failed.append(f"{data.exception}" + (f", CONNACK {reason}" if reason else ""))
+        failed.append(describe_failure(data.exception, data.connack_packet))
         connected.set()
 
     def on_publish(data: mqtt5.PublishReceivedData) -> None:
         if data.publish_packet.topic == topic and data.publish_packet.payload == nonce:
             got.set()
 
-    kwargs = {"ca_filepath": str(ca_file)} if ca_file else {}
-    client = mqtt5_client_builder.mtls_from_path(
-        endpoint=endpoint,
-        port=port,
-        cert_filepath=str(cert_file),
-        pri_key_filepath=str(key_file),
-        client_id=client_id,
-        keep_alive_interval_sec=30,
-        connack_timeout_ms=int(timeout_s * 1000),
+    client = build_client(
+        Target(endpoint, port, ca_file, cert_file, key_file, client_id),
+        Lifecycle(on_publish=on_publish, on_success=on_success, on_failure=on_failure,
+                  on_stopped=lambda _: stopped.set()),
+        keep_alive_s=30,
+        connect_timeout_ms=int(timeout_s * 1000),
+        ack_timeout_s=int(timeout_s),
         min_reconnect_delay_ms=60_000,
         max_reconnect_delay_ms=60_000,
-        on_lifecycle_connection_success=on_success,
-        on_lifecycle_connection_failure=on_failure,
-        on_lifecycle_stopped=lambda _: stopped.set(),
-        on_publish_received=on_publish,
-        **kwargs,
     )
     client.start()
     try:
