@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -144,7 +145,10 @@ class Connection:
         self._suspect = asyncio.Event()  # the network is suspected down: probe it
         self._hint = asyncio.Event()
         self._seen_down = False  # a probe found the network down during this outage
+        self._down_seen_at = 0.0
         self._next_probe = 0.0
+        self._outstanding: dict[object, float] = {}  # publishes awaiting PUBACK: when sent
+        self._last_inbound = 0.0  # monotonic: last CONNACK, PUBACK or message from the broker
         self._watch_task: asyncio.Task[None] | None = None
         self._hints: NetworkWatch | None = None
         self._last_log: tuple[str, float, int] = ("", 0.0, 0)  # reason, when, suppressed since
@@ -220,7 +224,7 @@ class Connection:
         st.attempts = 0
         st.next_attempt_wall = None
         st.network = "up"
-        self._connected_mono = time.monotonic()
+        self._connected_mono = self._last_inbound = time.monotonic()
         self._suspect.clear()
         self._seen_down = False
         self._last_log = ("", 0.0, 0)
@@ -278,6 +282,7 @@ class Connection:
             self._start_client()
 
     def _dispatch(self, topic: str, payload: bytes, packet: mqtt5.PublishPacket) -> None:
+        self._last_inbound = time.monotonic()
         for filter_, handler in list(self._handlers):
             if _topic_matches(filter_, topic):
                 handler(topic, payload, packet)
@@ -346,43 +351,76 @@ class Connection:
 
     def _network_hint(self, what: str) -> None:
         self.stats.last_network_event = what
-        if self._suspect.is_set():
-            log.info("network changed; probing the broker now", extra={"event": what})
-            self._hint.set()
+        self._hint.set()
+
+    def _stalled(self, since: float | None = None) -> bool:
+        """Connected, but a publish has waited more than a probe interval and nothing at all came
+        back since it was sent (nor since ``since``): the link may be dead before the ping says so."""
+        if not self._outstanding:
+            return False
+        oldest = min(self._outstanding.values())
+        quiet_since = max(oldest, since or 0.0)
+        return time.monotonic() - oldest > self.conf.probe_interval_s and self._last_inbound < quiet_since
 
     async def _watch(self) -> None:
-        """While the network is suspect: probe every ``probe_interval_s`` (start to start), and at
-        once on a kernel network event. Only "seen down, then seen up" counts as the network
-        returning; a first probe that succeeds means the network was fine (a broker or NAT problem),
-        and the fleet's full-jitter schedule stands."""
+        """Probe the broker (every ``probe_interval_s`` start to start, at once on a kernel network
+        event) while the network is suspect: after a ``network`` failure, or while connected with a
+        stalled publish. Only "seen down, then seen up" counts as the network returning; a first
+        probe that succeeds means the network was fine (a broker or NAT problem), and the fleet's
+        full-jitter schedule stands."""
         c = self.conf
         timeout_s = max(1.0, min(3.0, 0.6 * c.probe_interval_s))
         while True:
-            await self._suspect.wait()
-            try:
-                async with asyncio.timeout(max(0.0, self._next_probe - time.monotonic())):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
                     await self._hint.wait()
-            except TimeoutError:
-                pass
+            hinted = self._hint.is_set()
             self._hint.clear()
-            if not self._suspect.is_set() or self.stats.connected:
+            if not self._wanted or (self.stats.connected and not self._stalled()):
                 continue
-            self._next_probe = time.monotonic() + c.probe_interval_s
+            if not self.stats.connected and not self._suspect.is_set():
+                continue
+            now = time.monotonic()
+            if now < self._next_probe and not hinted:
+                continue
+            if hinted:
+                log.info("network changed; probing the broker now", extra={"event": self.stats.last_network_event})
+            self._next_probe = now + c.probe_interval_s
             reach = await probe(c.endpoint, c.port, timeout_s)
-            if not self._suspect.is_set() or self.stats.connected:
-                continue
             if reach == "unreachable":
                 if not self._seen_down:
+                    self._down_seen_at = time.monotonic()
                     log.info("network down: broker unreachable; probing until it answers",
-                             extra={"every_s": c.probe_interval_s})
+                             extra={"every_s": c.probe_interval_s, "connected": self.stats.connected})
                 self._seen_down = True
                 self.stats.network = "down"
                 continue
-            self._suspect.clear()
             self.stats.network = "up"
-            if reach == "reachable" and self._seen_down:
-                self._network_returned()
+            returned = reach == "reachable" and self._seen_down
             self._seen_down = False
+            if self.stats.connected:
+                if returned and self._stalled(since=self._down_seen_at):
+                    self._replace_stalled()
+            elif self._suspect.is_set():
+                self._suspect.clear()
+                if returned:
+                    self._network_returned()
+
+    def _replace_stalled(self) -> None:
+        """The network went away and came back while this connection was still thought alive, and the
+        broker has not answered anything since: TCP is in retransmission backoff (seconds to
+        minutes after a long silence). A new connection is faster; it is the only client with this
+        id, so the broker simply replaces the stale session."""
+        st = self.stats
+        delay = self.policy.network_returned()
+        st.network_returns += 1
+        st.disconnects += 1
+        st.last_error, st.failure_kind = "link stalled while the network was away", "network"
+        st.down_since_wall = time.time()
+        st.attempts = 0
+        log.warning("network returned but the connection is stalled; reconnecting",
+                    extra={"in_s": round(delay, 2)})
+        self._schedule(delay)
 
     def _network_returned(self) -> None:
         """Seen down, now seen up: the wait that full jitter chose for a down broker does not apply.
@@ -443,6 +481,7 @@ class Connection:
         nxt = st.next_attempt_wall
         return {
             "state": st.state,
+            "up_since_ts": st.last_connected_wall if st.connected else None,
             "down_since_ts": st.down_since_wall,
             "down_for_s": None if st.down_since_wall is None else round(now - st.down_since_wall, 1),
             "connect_attempts": st.attempts,
@@ -514,12 +553,18 @@ class Connection:
             content_type=content_type,
             user_properties=[mqtt5.UserProperty(k, v) for k, v in (user_properties or [])],
         )
+        token = object()
+        self._outstanding[token] = time.monotonic()
         try:
             result = await _awaitable(self.client.publish(packet))
         except AwsCrtError as exc:
             raise PublishError(
                 f"{exc.name}: {exc.message}", too_large=is_too_large(exc.name), offline=is_offline(exc.name)
             ) from None
+        finally:
+            del self._outstanding[token]
+        if result.puback is not None:
+            self._last_inbound = time.monotonic()
         self.stats.publishes += 1
         now = time.monotonic()
         self.stats.publish_times.append(now)

@@ -37,6 +37,10 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "fleet": ("bench.bench_fleet", ["--devices", "200", "--registry-size", "1000"], ["--quick"]),
     # 20 scripted plumes, 3 s apart: 40 alarm events (~1.5 min).
     "alarm": ("bench.bench_alarm", ["--plumes", "20"], ["--plumes", "4"]),
+    # Black-holed link in network namespaces (root only): outages 15 s x3, 45 s x3, 120 s, 300 s and
+    # three ping-cycle phases, agent and pre-network-watch baseline in parallel lanes (~8 min).
+    # The 10-minute outage: python -m bench.bench_link --full.
+    "link": ("bench.bench_link", [], ["--quick"]),
 }
 
 

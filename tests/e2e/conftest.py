@@ -18,18 +18,25 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class AgentProc:
-    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    """``methane-agent run`` as a subprocess; ``prefix`` runs it under another command (the link-fault
+    harness uses ``ip netns exec <ns>``). ``status()`` talks to its Unix socket, a filesystem path
+    reachable from any network namespace."""
+
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None,
+                 prefix: list[str] | None = None, cwd: Path = ROOT) -> None:
         self.config = config
         self.log = log
         self.env = env or {}
+        self.prefix = prefix or []
+        self.cwd = cwd  # `python -m agent` imports the agent package found here first
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> AgentProc:
         env = {**os.environ, **self.env}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent", "run", "--config", str(self.config)],
-                cwd=ROOT, env=env, stderr=log, stdout=subprocess.DEVNULL,
+                [*self.prefix, sys.executable, "-m", "agent", "run", "--config", str(self.config)],
+                cwd=self.cwd, env=env, stderr=log, stdout=subprocess.DEVNULL,
             )
         return self
 
@@ -40,7 +47,9 @@ class AgentProc:
         )
         return json.loads(r.stdout) if r.returncode == 0 else None
 
-    def wait_status(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:
+    def wait_status(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30, every: float = 0.2
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
@@ -48,7 +57,7 @@ class AgentProc:
             last = self.status()
             if last is not None and predicate(last):
                 return last
-            time.sleep(0.2)
+            time.sleep(every)
         raise AssertionError(f"status condition not met in {timeout}s; last: {last}")
 
     def terminate(self, timeout: float = 10) -> tuple[int, float]:

@@ -13,7 +13,6 @@ Used by tests/netfault/ and bench/bench_link.py."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -21,11 +20,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.conftest import ROOT, AgentProc
+
 BROKER_IP = "10.250.0.1"
 AGENT_IP = "10.250.0.2"
 # Classic BPF for `tc filter ... bpf da`: drop IPv4 (TC_ACT_SHOT = 2), let the rest pass
@@ -199,10 +198,16 @@ class EmulatorInNs:
             self.proc.stdout.close()
 
 
-def agent_config(path: Path, info: Any, port: int, state: Path, **over: Any) -> Path:
+def agent_config(path: Path, info: Any, port: int, state: Path, *, link_keys: bool = True, **over: Any) -> Path:
     """The agent dialling the broker across the veth link, at ``over['interval']`` s per reading
-    (4 simulated channels), keep-alive ``over['keep_alive_s']`` (default 30)."""
+    (4 simulated channels), keep-alive ``over['keep_alive_s']`` (default 30). ``link_keys=False``
+    leaves out the keys added with the network watch, for the agent as it was before them (the
+    bench's baseline)."""
     ka = over.get("keep_alive_s", 30)
+    link = f"""ping_timeout_ms = {over.get("ping_timeout_ms", ka * 500)}
+probe_interval_s = {over.get("probe_interval_s", 5.0)}
+network_events = "{over.get("network_events", "netlink")}"
+""" if link_keys else ""
     text = f"""
 state_dir = "{state}"
 [device]
@@ -215,12 +220,9 @@ ca_file = "{info.ca_file}"
 cert_file = "{info.device.cert_file}"
 key_file = "{info.device.key_file}"
 keep_alive_s = {ka}
-ping_timeout_ms = {over.get("ping_timeout_ms", ka * 500)}
 connect_timeout_ms = {over.get("connect_timeout_ms", 10000)}
 max_reconnect_delay_ms = {over.get("max_reconnect_delay_ms", 60000)}
-probe_interval_s = {over.get("probe_interval_s", 5.0)}
-network_events = "{over.get("network_events", "netlink")}"
-[spool]
+{link}[spool]
 commit_interval_s = 0.2
 min_free_disk_bytes = 1048576
 [uplink]
@@ -239,50 +241,6 @@ settings = {{ seed = 7 }}
     return path
 
 
-class AgentInNs:
-    """``methane-agent run`` inside the agent namespace; ``status()`` over its Unix socket (a path
-    in the shared filesystem, reachable from any network namespace)."""
-
-    def __init__(self, net: NetFault, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
-        self.net = net
-        self.config = config
-        self.log = log
-        self.env = env or {}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> AgentInNs:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [*self.net.exec_in(self.net.agent_ns), sys.executable, "-m", "agent", "run",
-                 "--config", str(self.config)],
-                cwd=ROOT, env={**os.environ, **self.env}, stderr=log, stdout=subprocess.DEVNULL,
-            )
-        return self
-
-    def status(self) -> dict[str, Any] | None:
-        r = subprocess.run([sys.executable, "-m", "agent", "status", "--config", str(self.config), "--json"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=20)
-        return json.loads(r.stdout) if r.returncode == 0 else None
-
-    def wait_status(self, pred: Callable[[dict[str, Any]], bool], timeout: float, every: float = 0.2
-                    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            assert self.proc is not None and self.proc.poll() is None, f"agent exited: {self.log.read_text()[-3000:]}"
-            last = self.status()
-            if last is not None and pred(last):
-                return last
-            time.sleep(every)
-        raise AssertionError(f"status condition not met in {timeout}s; last: {last}")
-
-    def terminate(self, timeout: float = 15) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(10)
+def agent_in_ns(net: NetFault, config: Path, log: Path, env: dict[str, str] | None = None) -> AgentProc:
+    """``methane-agent run`` inside the agent namespace (tests/e2e's AgentProc behind ``ip netns exec``)."""
+    return AgentProc(config, log, env, prefix=net.exec_in(net.agent_ns))

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.netfault.harness import AgentInNs, EmulatorInNs, NetFault, agent_config
+from tests.netfault.harness import EmulatorInNs, NetFault, agent_config, agent_in_ns
 
 KEEP_ALIVE_S = 30
 PROBE_S = 5.0
@@ -28,11 +28,11 @@ pytestmark = pytest.mark.slow
 def _drain_and_check(net: NetFault, emu: EmulatorInNs, config, tmp_path, thing: str) -> None:
     """Restart the agent with sampling off until its spool is empty; the recorder must then hold
     every sequence number 1..N."""
-    agent = AgentInNs(net, config, tmp_path / "drain.log", env={"METHANE_AGENT__SENSORS__0__ENABLED": "false"})
+    agent = agent_in_ns(net, config, tmp_path / "drain.log", env={"METHANE_AGENT__SENSORS__0__ENABLED": "false"})
     agent.start()
     try:
         st = agent.wait_status(lambda s: s["spool"]["readings"] == 0 and s["uplink"].get("connected"), 90)
-        assert agent.terminate() == 0
+        assert agent.terminate()[0] == 0
     finally:
         agent.kill()
     last = st["spool"]["next_seq"] - 1
@@ -55,7 +55,7 @@ def test_half_open_outage_detected_then_resumed_promptly_nothing_lost(net, emu, 
     info = emu.info()
     config = agent_config(tmp_path / "agent.toml", info, emu.port, tmp_path / "state",
                           keep_alive_s=KEEP_ALIVE_S, probe_interval_s=PROBE_S)
-    agent = AgentInNs(net, config, tmp_path / "agent.log").start()
+    agent = agent_in_ns(net, config, tmp_path / "agent.log").start()
     try:
         agent.wait_status(lambda s: s["uplink"].get("readings_acked", 0) >= 50, 60)
         dropped_at = time.time()
@@ -83,7 +83,7 @@ def test_half_open_outage_detected_then_resumed_promptly_nothing_lost(net, emu, 
         took = time.monotonic() - restored_at
         assert took <= PROMPT_S, (took, st["uplink"])
         assert st["spool"]["evicted_routine"] == 0
-        assert agent.terminate() == 0
+        assert agent.terminate()[0] == 0
     finally:
         agent.kill()
     assert _errors((tmp_path / "agent.log").read_text()) == []
@@ -96,7 +96,7 @@ def test_interface_back_up_reconnects_on_the_kernel_event(net, emu, tmp_path):
     info = emu.info()
     config = agent_config(tmp_path / "agent.toml", info, emu.port, tmp_path / "state",
                           keep_alive_s=KEEP_ALIVE_S, probe_interval_s=300)
-    agent = AgentInNs(net, config, tmp_path / "agent.log").start()
+    agent = agent_in_ns(net, config, tmp_path / "agent.log").start()
     try:
         agent.wait_status(lambda s: s["uplink"].get("readings_acked", 0) >= 50, 60)
         net.link_down()
@@ -110,7 +110,7 @@ def test_interface_back_up_reconnects_on_the_kernel_event(net, emu, tmp_path):
         assert link["network_returns"] == 1, link
         assert "added" in (link["last_network_event"] or ""), link
         assert took <= 2 + 8, (took, link)
-        assert agent.terminate() == 0
+        assert agent.terminate()[0] == 0
     finally:
         agent.kill()
     assert _errors((tmp_path / "agent.log").read_text()) == []
