@@ -139,7 +139,7 @@ source_id() {
     (
         cd "$SRC"
         sha256sum requirements.lock pyproject.toml
-        find agent drivers provisioning emulator cloud -type f \( -name '*.py' -o -name '*.json' -o -name '*.toml' -o -name '*.conf' \) \
+        find agent drivers provisioning emulator cloud iotmqtt -type f \( -name '*.py' -o -name '*.json' -o -name '*.toml' -o -name '*.conf' \) \
             -not -path '*/__pycache__/*' 2>/dev/null | LC_ALL=C sort | xargs -r sha256sum
     ) | sha256sum | cut -c1-16
 }
@@ -163,7 +163,7 @@ build_venv() {
         stage=$(mktemp -d)
         trap 'rm -rf "$stage"' EXIT
         cp -r "$SRC/pyproject.toml" "$SRC/README.md" "$stage/"
-        for pkg in agent drivers provisioning emulator cloud; do
+        for pkg in agent drivers provisioning emulator cloud iotmqtt; do
             [ -d "$SRC/$pkg" ] && cp -r "$SRC/$pkg" "$stage/"
         done
         find "$stage" -name __pycache__ -type d -prune -exec rm -rf {} +

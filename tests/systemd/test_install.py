@@ -208,6 +208,7 @@ def test_real_venv_from_the_hash_pinned_lock_then_verify(tmp_path):
         "agent",
         "drivers",
         "provisioning",
+        "iotmqtt",
         "emulator",
         "cloud",
         "config",
