@@ -212,7 +212,7 @@ network_events = "{over.get("network_events", "netlink")}"
 state_dir = "{state}"
 [device]
 thing_name = "{info.device.thing_name}"
-site_id = "netfault"
+site_id = "site-1"  # the emulator registers gw-0001 at site-1; its policy binds topics to it
 [connection]
 endpoint = "{BROKER_IP}"
 port = {port}
