@@ -34,6 +34,7 @@ from agent.config import ConnectionConfig
 from agent.link.backoff import ReconnectPolicy
 from agent.link.probe import probe
 from agent.link.watch import WATCHES, NetworkWatch
+from agent.status_model import LinkHealth
 from iotmqtt import Lifecycle, Target, build_client, describe_failure, failure_kind, retrieve_exception
 from iotmqtt.errors import is_offline, is_too_large
 
@@ -475,23 +476,23 @@ class Connection:
         self.stats.state = "stopped"
         self.stats.next_attempt_wall = None
 
-    def link_status(self) -> dict[str, Any]:
+    def link_status(self) -> LinkHealth:
         """What the link is doing, for ``status``: down since when, why, attempts, next attempt."""
         st, now = self.stats, time.time()
         nxt = st.next_attempt_wall
-        return {
-            "state": st.state,
-            "up_since_ts": st.last_connected_wall if st.connected else None,
-            "down_since_ts": st.down_since_wall,
-            "down_for_s": None if st.down_since_wall is None else round(now - st.down_since_wall, 1),
-            "connect_attempts": st.attempts,
-            "next_attempt_ts": nxt,
-            "next_attempt_in_s": None if nxt is None else round(max(0.0, nxt - now), 1),
-            "failure_kind": st.failure_kind,
-            "network": st.network,
-            "network_returns": st.network_returns,
-            "last_network_event": st.last_network_event,
-        }
+        return LinkHealth(
+            state=st.state,
+            up_since_ts=st.last_connected_wall if st.connected else None,
+            down_since_ts=st.down_since_wall,
+            down_for_s=None if st.down_since_wall is None else round(now - st.down_since_wall, 1),
+            connect_attempts=st.attempts,
+            next_attempt_ts=nxt,
+            next_attempt_in_s=None if nxt is None else round(max(0.0, nxt - now), 1),
+            failure_kind=st.failure_kind,
+            network=st.network,
+            network_returns=st.network_returns,
+            last_network_event=st.last_network_event,
+        )
 
     def on_connect(self, cb: Callable[[bool], None]) -> None:
         """``cb(session_present)`` runs on the loop after every successful connect."""

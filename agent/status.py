@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.status_model import AgentStatus
+from agent.status_model import AgentStatus, LinkHealth
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ def summary_line(status: AgentStatus) -> str:
     sp, up = status.spool, status.uplink
     link = up.link
     state = "offline-mode" if not up.enabled else ("connected" if link and link.connected else "disconnected")
+    if link is not None and not link.connected and link.link is not None:
+        state += _down_text(link.link, link.last_error)
     if link is not None and link.certificate_refused:
         state = "CERTIFICATE REFUSED by the broker"
     failing = [s.id for s in status.sensors if s.state not in ("ok", "starting")]
@@ -52,6 +54,19 @@ def summary_line(status: AgentStatus) -> str:
     if failing:
         parts.append("failing sensors: " + ",".join(failing))
     return "; ".join(parts)
+
+
+def _down_text(h: LinkHealth, why: str | None) -> str:
+    """`` 3m (PING_RESPONSE_TIMEOUT, network down), 4 attempts, next in 12s``."""
+    reason = (why or "").split(":")[0].replace("AWS_ERROR_", "").replace("AWS_IO_", "").replace("MQTT5_", "")
+    what = ", ".join(p for p in (reason, f"network {h.network}" if h.network != "unknown" else "") if p)
+    out = f" {h.down_for_s:.0f}s" if h.down_for_s is not None else ""
+    out += f" ({what})" if what else ""
+    if h.connect_attempts:
+        out += f", {h.connect_attempts} attempts"
+    if h.next_attempt_in_s is not None:
+        out += f", next in {h.next_attempt_in_s:.0f}s"
+    return out
 
 
 def alarm_text(a: dict[str, Any]) -> str:

@@ -50,6 +50,25 @@ class SpoolStatus:
 
 
 @dataclass(frozen=True)
+class LinkHealth:
+    """What the connection is doing (agent/link/README.md): since when it is up or down, why
+    (awscrt's own reason, classified), attempts this outage, when the next one is, and what the
+    network watch last saw."""
+
+    state: str  # connected | connecting | waiting (for the next attempt) | stopped
+    up_since_ts: float | None = None
+    down_since_ts: float | None = None
+    down_for_s: float | None = None
+    connect_attempts: int = 0
+    next_attempt_ts: float | None = None
+    next_attempt_in_s: float | None = None
+    failure_kind: str | None = None  # network | broker | refused
+    network: str = "unknown"  # up | down | unknown, as the reachability probe last saw it
+    network_returns: int = 0
+    last_network_event: str | None = None
+
+
+@dataclass(frozen=True)
 class LinkStatus:
     """The connection and uplink figures; present only while an uplink exists."""
 
@@ -62,6 +81,7 @@ class LinkStatus:
     connect_failures: int = 0
     certificate_refused: bool = False
     last_error: str | None = None
+    link: LinkHealth | None = None
     last_ack_ts: float | None = None
     batches_acked: int = 0
     readings_acked: int = 0
@@ -83,6 +103,8 @@ class UplinkStatus:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UplinkStatus:
         link = _known(LinkStatus, data) if "endpoint" in data else None
+        if link is not None and isinstance(link.link, dict):
+            link = dataclasses.replace(link, link=_known(LinkHealth, link.link))
         return cls(bool(data.get("enabled")), link)
 
 

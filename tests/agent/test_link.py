@@ -22,6 +22,8 @@ from agent.link.backoff import ReconnectPolicy
 from agent.link.netlink import describe
 from agent.link.probe import probe
 from agent.spool import NewReading, Spool
+from agent.status import summary_line
+from agent.status_model import AgentStatus, LinkHealth, LinkStatus, UplinkStatus
 from agent.uplink import Uplink
 from iotmqtt import failure_kind
 
@@ -198,3 +200,18 @@ def test_ping_timeout_must_leave_room_within_one_and_a_half_keep_alives():
 
 def test_publish_error_says_offline_for_a_disconnect():
     assert PublishError("x", offline=True).offline and not PublishError("x").offline
+
+
+def test_status_says_how_long_the_link_is_down_why_and_when_the_next_attempt_is():
+    health = LinkHealth(state="waiting", down_since_ts=1.0, down_for_s=95.0, connect_attempts=4,
+                        next_attempt_ts=2.0, next_attempt_in_s=12.0, failure_kind="network", network="down")
+    link = LinkStatus(endpoint="e", topic="t", encoding="compact", connected=False,
+                      last_error="AWS_ERROR_MQTT5_PING_RESPONSE_TIMEOUT", link=health)
+    doc = {"agent": {"version": "1", "pid": 1, "thing_name": "gw", "uptime_s": 1.0, "config_hash": "h"},
+           "clock_synced": True, "spool": {"path": "/s"}, "uplink": UplinkStatus(True, link).as_dict(),
+           "sensors": []}
+    assert doc["uplink"]["link"]["next_attempt_in_s"] == 12.0  # nested in the JSON the socket serves
+    st = AgentStatus.from_dict(doc)
+    assert st.uplink.link is not None and st.uplink.link.link == health
+    line = summary_line(st)
+    assert "disconnected 95s (PING_RESPONSE_TIMEOUT, network down), 4 attempts, next in 12s" in line, line

@@ -19,7 +19,7 @@ SPOOL_KEYS = {"path", "readings", "bytes", "oldest_seq", "oldest_ts_ms", "oldest
 SENSOR_KEYS = {"id", "driver", "state", "reads", "errors", "consecutive_errors", "skipped_ticks", "last_error",
                "last_error_ts", "last_read_ts", "last", "restarts"}
 LINK_KEYS = {"endpoint", "topic", "encoding", "connected", "connects", "reconnects", "connect_failures",
-             "certificate_refused", "last_error", "last_ack_ts", "batches_acked", "readings_acked", "bytes_acked",
+             "certificate_refused", "last_error", "link", "last_ack_ts", "batches_acked", "readings_acked", "bytes_acked",
              "failures", "splits", "inflight", "publishes_per_s"}
 
 
