@@ -19,8 +19,8 @@ SPOOL_KEYS = {"path", "readings", "bytes", "oldest_seq", "oldest_ts_ms", "oldest
 SENSOR_KEYS = {"id", "driver", "state", "reads", "errors", "consecutive_errors", "skipped_ticks", "last_error",
                "last_error_ts", "last_read_ts", "last", "restarts"}
 LINK_KEYS = {"endpoint", "topic", "encoding", "connected", "connects", "reconnects", "connect_failures",
-             "certificate_refused", "last_error", "link", "last_ack_ts", "batches_acked", "readings_acked", "bytes_acked",
-             "failures", "splits", "inflight", "publishes_per_s"}
+             "certificate_refused", "last_error", "link", "last_ack_ts", "batches_acked", "readings_acked",
+             "bytes_acked", "failures", "splits", "inflight", "publishes_per_s"}
 
 
 def test_status_socket_serves_the_documented_keys_and_reads_back():
