@@ -31,7 +31,6 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -104,6 +103,27 @@ def _wait(seconds: float, status: str, heartbeat: Heartbeat | None, stop: thread
             return True
 
 
+def _attempt(pool: concurrent.futures.ThreadPoolExecutor, settings: Settings, heartbeat: Heartbeat | None,
+             attempt: int) -> Identity:
+    """One provisioning run in the worker thread, feeding ``heartbeat`` while it waits. Refusals
+    that will repeat identically become IdentitySetupError; transient ones propagate for a retry."""
+    fut = pool.submit(Provisioner(settings).run)
+    while True:
+        try:
+            return fut.result(timeout=HEARTBEAT_S).identity
+        except concurrent.futures.TimeoutError:
+            if heartbeat is not None:
+                heartbeat(f"provisioning (attempt {attempt})")
+        except (PermissionProblem, SerialError, CredentialError, IdentityError) as exc:
+            raise IdentitySetupError(str(exc)) from None
+        except (ProvisioningError, SessionError) as exc:
+            if not is_transient(exc):
+                raise IdentitySetupError(f"provisioning failed: {exc}") from None
+            raise
+        except OSError as exc:  # disk full, read-only state dir: an operator must act
+            raise IdentitySetupError(f"provisioning failed writing its files: {exc}") from None
+
+
 def run_provisioning(
     settings: Settings,
     *,
@@ -114,35 +134,42 @@ def run_provisioning(
     max_attempts: int | None = None,
 ) -> Identity:
     """Provision, retrying transient failures (network) with full-jitter backoff until it works,
-    ``stop`` is set or ``max_attempts`` is spent. Permanent failures raise IdentitySetupError."""
-    stop = stop or threading.Event()
-    attempt = 0
+    ``stop`` is set or ``max_attempts`` is spent. Permanent failures raise IdentitySetupError.
+
+    tenacity does the retry bookkeeping (attempts, randomised exponential wait, the warning before
+    each wait); the wait itself is ours, sliced so systemd keeps hearing from us and a stop request
+    ends it at once."""
+    import tenacity  # only a gateway that still has to provision pays for it
+
+    stop_event = stop or threading.Event()
+    last_error = [""]
+
+    def sleep(seconds: float) -> None:
+        if _wait(seconds, f"provisioning: waiting {seconds:.0f}s to retry ({last_error[0]})", heartbeat, stop_event):
+            raise IdentitySetupError("provisioning interrupted")
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        last_error[0] = str(exc)
+        delay = state.next_action.sleep if state.next_action else 0.0
+        log.warning("provisioning failed, will retry", extra={"attempt": state.attempt_number,
+                                                               "retry_in_s": round(delay, 1), "error": str(exc)})
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type((ProvisioningError, SessionError)),
+        wait=tenacity.wait_random_exponential(multiplier=backoff_min_s, min=backoff_min_s, max=backoff_max_s),
+        stop=tenacity.stop_after_attempt(max_attempts) if max_attempts is not None else tenacity.stop_never,
+        sleep=sleep,
+        before_sleep=before_sleep,
+        reraise=False,
+    )
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="provision") as pool:
-        while True:
-            attempt += 1
-            fut = pool.submit(Provisioner(settings).run)
-            last: Exception | None = None
-            while last is None:
-                try:
-                    return fut.result(timeout=HEARTBEAT_S).identity
-                except concurrent.futures.TimeoutError:
-                    if heartbeat is not None:
-                        heartbeat(f"provisioning (attempt {attempt})")
-                except (PermissionProblem, SerialError, CredentialError, IdentityError) as exc:
-                    raise IdentitySetupError(str(exc)) from None
-                except (ProvisioningError, SessionError) as exc:
-                    if not is_transient(exc):
-                        raise IdentitySetupError(f"provisioning failed: {exc}") from None
-                    last = exc
-                except OSError as exc:  # disk full, read-only state dir: an operator must act
-                    raise IdentitySetupError(f"provisioning failed writing its files: {exc}") from None
-            if max_attempts is not None and attempt >= max_attempts:
-                raise IdentitySetupError(f"provisioning failed {attempt} time(s), last: {last}")
-            delay = random.uniform(backoff_min_s, min(backoff_max_s, backoff_min_s * 2 ** min(attempt, 16)))
-            log.warning("provisioning failed, will retry", extra={"attempt": attempt, "retry_in_s": round(delay, 1),
-                                                                   "error": str(last)})
-            if _wait(delay, f"provisioning: waiting {delay:.0f}s to retry ({last})", heartbeat, stop):
-                raise IdentitySetupError("provisioning interrupted")
+        try:
+            return retrying(lambda: _attempt(pool, settings, heartbeat, retrying.statistics["attempt_number"]))
+        except tenacity.RetryError as exc:
+            attempts = exc.last_attempt.attempt_number
+            raise IdentitySetupError(f"provisioning failed {attempts} time(s), last: "
+                                     f"{exc.last_attempt.exception()}") from None
 
 
 def retire_claim_key(conf: AgentConfig) -> None:

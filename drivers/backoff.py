@@ -1,6 +1,10 @@
 """A non-blocking backoff gate. The sampler calls ``read`` on its own schedule; when a device is gone
 we must not hammer it (or block the sampler sleeping), so a failed reconnect just closes the gate
-until a growing, jittered delay has passed."""
+until a growing, jittered delay has passed.
+
+Why not tenacity (which the agent uses for provisioning retries): tenacity wraps a call and sleeps
+between attempts; here nothing may sleep, the caller only asks "may I try again yet?" on its own
+schedule, a shape tenacity does not offer."""
 
 from __future__ import annotations
 

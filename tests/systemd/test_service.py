@@ -165,7 +165,7 @@ MDWE_WRAPPER = (
 def test_agent_tolerates_memory_deny_write_execute(notify_socket, tmp_path, emulator):
     """MemoryDenyWriteExecute=yes refuses writable+executable mappings. The kernel's PR_SET_MDWE
     (Linux 6.3, added as the native form of systemd's filter) applies the same rule and survives
-    exec, so the agent runs under it here: the daemon (sqlite, zstandard, ctypes adjtimex, sd_notify)
+    exec, so the agent runs under it here: the daemon (sqlite, zlib, ctypes adjtimex, sd_notify)
     and the doctor (awscrt MQTT5 over mutual TLS, ssl, cryptography) must all work."""
     mdwe = [sys.executable, "-c", MDWE_WRAPPER]
     config = tmp_path / "agent.toml"
