@@ -35,16 +35,20 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.config import AgentConfig
 from provisioning import identity as ident_mod
-from provisioning import rotation
-from provisioning.files import remove
-from provisioning.flow import Provisioner, ProvisioningError, Settings, is_transient
-from provisioning.identity import Identity, IdentityError, PermissionProblem
-from provisioning.keys import CredentialError
-from provisioning.serial import SerialError
-from provisioning.session import Endpoint, SessionError
+from provisioning.expiry import log_expiry
+from provisioning.files import CredentialError, remove
+from provisioning.identity import Identity, PermissionProblem
+
+if TYPE_CHECKING:
+    from provisioning.flow import Settings
+
+# The provisioning flow, its MQTT session (awsiotsdk's identity client) and certificate handling
+# (cryptography) are imported only when this gateway provisions or checks its certificate: a
+# provisioned daemon in steady state does not carry them (docs: README "Performance").
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,9 @@ class IdentitySetupError(Exception):
 
 def provisioning_settings(conf: AgentConfig, hardware_root: Path = Path("/")) -> Settings:
     """``hardware_root``: where the serial number sources (/proc/cpuinfo, device tree) are read."""
+    from provisioning.flow import Settings
+    from provisioning.session import Endpoint
+
     p = conf.provisioning
     if p.claim_cert_file is None or p.claim_key_file is None:
         raise IdentitySetupError("provisioning needs provisioning.claim_cert_file and provisioning.claim_key_file")
@@ -107,6 +114,12 @@ def _attempt(pool: concurrent.futures.ThreadPoolExecutor, settings: Settings, he
              attempt: int) -> Identity:
     """One provisioning run in the worker thread, feeding ``heartbeat`` while it waits. Refusals
     that will repeat identically become IdentitySetupError; transient ones propagate for a retry."""
+    from provisioning.flow import Provisioner, ProvisioningError, is_transient
+    from provisioning.identity import IdentityError
+    from provisioning.keys import CredentialError
+    from provisioning.serial import SerialError
+    from provisioning.session import SessionError
+
     fut = pool.submit(Provisioner(settings).run)
     while True:
         try:
@@ -140,6 +153,9 @@ def run_provisioning(
     each wait); the wait itself is ours, sliced so systemd keeps hearing from us and a stop request
     ends it at once."""
     import tenacity  # only a gateway that still has to provision pays for it
+
+    from provisioning.flow import ProvisioningError
+    from provisioning.session import SessionError
 
     stop_event = stop or threading.Event()
     last_error = [""]
@@ -256,7 +272,7 @@ def prepare_identity(
         raise IdentitySetupError(str(exc)) from None
     if ident is not None:
         try:
-            rotation.log_expiry(ident, log)
+            log_expiry(ident, log)
         except CredentialError as exc:
             raise IdentitySetupError(f"identity certificate unusable: {exc}") from None
     return out

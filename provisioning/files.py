@@ -18,6 +18,11 @@ SECRET_MODE = 0o600
 DIR_MODE = 0o700
 
 
+class CredentialError(ValueError):
+    """A key or certificate file is unusable; the message names the file, never its content.
+    (Defined here, not in ``keys``, so catching it does not load the certificate library.)"""
+
+
 def ensure_dir(path: Path, mode: int = DIR_MODE) -> Path:
     """Create ``path`` (and parents) with ``mode``; an existing directory is left as it is."""
     path.mkdir(mode=mode, parents=True, exist_ok=True)

@@ -305,6 +305,7 @@ class Provisioner:
             device_configuration=device_configuration,
             template_name=self.s.template_name,
             provisioned_at=ident_mod.utc_now_iso(),
+            not_after=keys.load_cert(self.dir / str(state.data["cert_file"])).not_valid_after_utc.isoformat(),
         )
         ident_mod.save(new, self.s.state_dir)
         state.advance("identity-written")

@@ -60,6 +60,9 @@ class Identity:
     device_configuration: dict[str, str] = field(default_factory=dict)
     template_name: str = ""
     provisioned_at: str = ""
+    # The certificate's notAfter (ISO 8601, UTC), recorded when the certificate is stored, so the
+    # running agent reports expiry without loading a certificate parser ("" = parse the file).
+    not_after: str = ""
 
     def files(self) -> list[Path]:
         return [self.cert_file, self.key_file]
@@ -112,6 +115,7 @@ def load(state_dir: Path) -> Identity | None:
             device_configuration={str(k): str(v) for k, v in conf.items()},
             template_name=str(raw.get("template_name", "")),
             provisioned_at=str(raw.get("provisioned_at", "")),
+            not_after=str(raw.get("not_after", "")),
         )
     except (KeyError, TypeError) as exc:
         raise IdentityError(f"{path}: {exc}") from None

@@ -17,15 +17,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from provisioning.files import write_atomic
+from provisioning.files import CredentialError, write_atomic
 
 KeyType = Literal["ec-p256", "rsa-2048"]
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 KEY_TYPES: tuple[KeyType, ...] = ("ec-p256", "rsa-2048")
-
-
-class CredentialError(ValueError):
-    """A key or certificate file is unusable; the message names the file, never its content."""
 
 
 def generate(key_type: KeyType = "ec-p256") -> PrivateKey:

@@ -47,7 +47,6 @@ from provisioning.session import Endpoint, IdentityClient, MqttSession, SessionE
 log = logging.getLogger(__name__)
 
 ROTATION_FILE = "rotation.json"
-EXPIRY_WARNING_DAYS = 30
 
 
 class RotationFailed(Exception):
@@ -68,48 +67,6 @@ class RotationResult:
     old_certificate_id: str
     new_certificate_id: str
     not_after: dt.datetime
-
-
-@dataclass(frozen=True)
-class ExpiryStatus:
-    certificate_id: str
-    not_after: dt.datetime
-    days_left: float
-    warning: bool
-    expired: bool
-
-    @property
-    def message(self) -> str:
-        when = self.not_after.strftime("%Y-%m-%d %H:%M UTC")
-        if self.expired:
-            return f"certificate {self.certificate_id[:12]} EXPIRED on {when}; run methane-agent rotate-cert"
-        if self.warning:
-            return (f"certificate {self.certificate_id[:12]} expires in {self.days_left:.0f} days ({when}); "
-                    "run methane-agent rotate-cert")
-        return f"certificate {self.certificate_id[:12]} valid until {when}"
-
-    def as_dict(self) -> dict[str, object]:
-        return {"certificate_id": self.certificate_id, "not_after": self.not_after.isoformat(),
-                "days_left": round(self.days_left, 1), "warning": self.warning, "expired": self.expired,
-                "message": self.message}
-
-
-def expiry_status(
-    identity: Identity, now: dt.datetime | None = None, warn_days: int = EXPIRY_WARNING_DAYS
-) -> ExpiryStatus:
-    """For the agent's status and a daily log line: how long the current certificate has left."""
-    cert = keys.load_cert(identity.cert_file)
-    not_after = cert.not_valid_after_utc
-    now = now or dt.datetime.now(dt.UTC)
-    days_left = (not_after - now).total_seconds() / 86400
-    return ExpiryStatus(identity.certificate_id, not_after, days_left, days_left <= warn_days, days_left <= 0)
-
-
-def log_expiry(identity: Identity, logger: logging.Logger = log, now: dt.datetime | None = None) -> ExpiryStatus:
-    st = expiry_status(identity, now)
-    if st.warning:
-        logger.warning(st.message, extra={"certificate_id": st.certificate_id, "days_left": round(st.days_left, 1)})
-    return st
 
 
 def discard_pending(state_dir: Path) -> list[str]:
@@ -225,6 +182,7 @@ def rotate_certificate(
                 key_file=d / key_name,
                 device_configuration=reg.device_configuration or current.device_configuration,
                 provisioned_at=ident_mod.utc_now_iso(),
+                not_after=cert.not_valid_after_utc.isoformat(),
             )
             if before_verify is not None:
                 before_verify(candidate)

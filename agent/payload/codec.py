@@ -1,10 +1,14 @@
-"""Choosing an encoding: content types, sniffing, and ``fit`` (the longest prefix under a budget)."""
+"""Choosing an encoding: content types, sniffing, and ``fit`` (the longest prefix under a budget).
+
+Each encoder module is imported the first time its encoding is used: the daemon sends one encoding
+and should not carry the other (the footprint the README's Performance section measures)."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
+from types import ModuleType
 
-from agent.payload import compact, jsonfmt
 from agent.payload.batch import Batch, check_envelope, make_batch
 from agent.payload.errors import PayloadError
 from agent.reading import Reading
@@ -17,6 +21,12 @@ CONTENT_TYPES = {
 _BY_CONTENT_TYPE = {ct: enc for enc, ct in CONTENT_TYPES.items()}
 USER_PROPERTY = "encoding"  # MQTT5 user property ("encoding", <name>) set next to the content type
 MAX_PAYLOAD_BYTES = 1024 * 1024  # decode refuses more; IoT Core itself refuses over 128 KB
+COMPACT_MAGIC = b"\x93MB"  # agent.payload.compact.MAGIC, here so sniffing loads no encoder (a test checks)
+_MODULES = {"json": "agent.payload.jsonfmt", "compact": "agent.payload.compact"}
+
+
+def _codec(encoding: str) -> ModuleType:
+    return importlib.import_module(_MODULES[encoding])
 
 
 def _check_encoding(encoding: str) -> None:
@@ -32,12 +42,13 @@ def content_type(encoding: str) -> str:
 def encode(batch: Batch, encoding: str) -> bytes:
     _check_encoding(encoding)
     check_envelope(batch)
-    return jsonfmt.encode(batch) if encoding == "json" else compact.encode(batch)
+    encoded: bytes = _codec(encoding).encode(batch)
+    return encoded
 
 
 def sniff(payload: bytes) -> str:
     """The encoding of a payload from its first bytes (IoT rules and Firehose drop MQTT5 properties)."""
-    if payload[: len(compact.MAGIC)] == compact.MAGIC:
+    if payload[: len(COMPACT_MAGIC)] == COMPACT_MAGIC:
         return "compact"
     if payload.lstrip(b" \t\r\n")[:1] == b"{":
         return "json"
@@ -63,7 +74,8 @@ def decode(payload: bytes, content_type: str | None = None) -> Batch:
     if not payload:
         raise PayloadError("empty payload")
     encoding = sniff(payload) if content_type is None else encoding_of(content_type)
-    return jsonfmt.decode(payload) if encoding == "json" else compact.decode(payload)
+    batch: Batch = _codec(encoding).decode(payload)
+    return batch
 
 
 # ---------------------------------------------------------------- fit
@@ -144,9 +156,10 @@ def _prefix_encoder(
 ) -> tuple[Callable[[int], bytes], Callable[[int], None]]:
     """(payload_of_prefix(n), grow(window)): per-reading work is done once per window, not per probe."""
     if encoding == "compact":
-        analysis = compact.Analysis(device, readings, upto=window, epoch=epoch)
+        analysis = _codec("compact").Analysis(device, readings, upto=window, epoch=epoch)
         return analysis.payload, analysis.extend
 
+    jsonfmt = _codec("json")
     frags: list[bytes] = []
 
     def grow_j(w: int) -> None:

@@ -17,8 +17,9 @@ import pytest
 from agent import config as cfg
 from agent.identity_setup import IdentitySetupError, prepare_identity, run_provisioning
 from provisioning import identity, keys
+from provisioning.expiry import expiry_status
 from provisioning.flow import provision
-from provisioning.rotation import ROTATION_FILE, RotationFailed, discard_pending, expiry_status, rotate_certificate
+from provisioning.rotation import ROTATION_FILE, RotationFailed, discard_pending, rotate_certificate
 from provisioning.session import IdentityClient, MqttSession
 from tests.provisioning.conftest import THING, make_settings
 
@@ -121,6 +122,40 @@ def test_expiry_status(fleet, settings):
     assert soon.as_dict()["days_left"] == 10.0
     gone = expiry_status(ident, now=not_after + dt.timedelta(hours=1))
     assert gone.expired and "EXPIRED" in gone.message
+    # The date comes from identity.json, recorded with the certificate: no certificate parser needed
+    # at run time; an identity written before the field existed still gets it from the file.
+    assert identity.load(settings().state_dir).not_after == not_after.isoformat()
+    legacy = dataclasses.replace(ident, not_after="")
+    assert expiry_status(legacy, now=not_after).not_after == not_after
+
+
+def test_the_daemon_does_not_load_what_it_does_not_run(fleet, settings, tmp_path):
+    """What ``methane-agent run`` imports for a provisioned gateway, its start-up identity step and
+    its status (certificate expiry included): no emulator, no provisioning flow, no certificate
+    parser, no unused payload encoder (issue 11: the footprint)."""
+    ident = provision(settings()).identity
+    code = f"""
+import sys, json, logging
+from agent import cli
+cli.build_parser(["run", "--config", "x"])
+import agent.runtime
+from agent import config as cfg
+from agent.identity_setup import prepare_identity
+from agent.remote.status_source import cert_expiry
+from agent.payload import codec
+conf = cfg.validate({{"state_dir": {str(settings().state_dir)!r}, "device": {{"site_id": "site-7"}}}})
+out = prepare_identity(conf)
+assert out.device.thing_name == {ident.thing_name!r}
+assert cert_expiry(conf.state_dir)["days_left"] > 300
+codec.encode
+print(json.dumps(sorted(sys.modules)))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    loaded = json.loads(proc.stdout.splitlines()[-1])
+    for heavy in ("emulator", "cloud", "cryptography", "provisioning.flow", "provisioning.keys",
+                  "provisioning.rotation", "tenacity", "agent.payload.jsonfmt"):
+        assert heavy not in loaded, heavy
 
 
 # --- agent start-up ---------------------------------------------------------------------------------

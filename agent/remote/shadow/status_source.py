@@ -48,10 +48,10 @@ class StatusSource:
 
 
 def cert_expiry(state_dir: Path) -> dict[str, Any] | None:
-    """provisioning.rotation.expiry_status of the identity, or None without one."""
+    """provisioning.expiry.expiry_status of the identity, or None without one."""
     from provisioning import identity as ident_mod
-    from provisioning.keys import CredentialError
-    from provisioning.rotation import expiry_status
+    from provisioning.expiry import expiry_status
+    from provisioning.files import CredentialError
 
     try:
         ident = ident_mod.load(state_dir)
