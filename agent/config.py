@@ -501,17 +501,5 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> AgentConfig:
     return validate(data, str(path))
 
 
-def merge_patch(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """RFC 7386 JSON merge patch (null deletes, objects merge, everything else replaces): the shape of
-    a shadow delta and of a config-update job."""
-    out = dict(base)
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        elif isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = merge_patch(out[k], v)
-        else:
-            out[k] = v
-    return out
 
 

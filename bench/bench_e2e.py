@@ -332,7 +332,8 @@ settings = {{ seed = 2 }}
 class AgentProcess:
     """``methane-agent run`` as a subprocess, watched through /proc and its status socket."""
 
-    def __init__(self, work: Path, info: dict[str, Any] | None, spool: Path | None = None) -> None:
+    def __init__(self, work: Path, info: dict[str, Any] | None, spool: Path | None = None,
+                 python_args: tuple[str, ...] | list[str] = ("-m", "agent")) -> None:
         self.state = work / "state"
         self.state.mkdir(parents=True)
         if spool is not None:
@@ -346,7 +347,7 @@ class AgentProcess:
             port=info["port"] if info else 8883, client_id=f"{THING}-agent", tls=tls))  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_", "METHANE_AGENT__"))}
         self.log = open(work / "agent.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(self.config)],
+        self.proc = subprocess.Popen([sys.executable, *python_args, "run", "--config", str(self.config)],
                                      cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip
         self.pid = self.proc.pid
 

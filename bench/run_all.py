@@ -41,6 +41,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     # three ping-cycle phases, agent and pre-network-watch baseline in parallel lanes (~8 min).
     # The 10-minute outage: python -m bench.bench_link --full.
     "link": ("bench.bench_link", [], ["--quick"]),
+    # The daemon's RSS against an import-everything baseline, and the per-module import cost (~4 min).
+    "footprint": ("bench.bench_footprint", [], ["--quick"]),
 }
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import config as cfg
+from agent.merge_patch import merge_patch
 from agent.remote import bounds, overlay
 from agent.remote.managed import ManagedError, managed_view, to_config
 
@@ -26,7 +27,7 @@ ConfigErrors = list[tuple[str, str]]
 
 
 def _deep_merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
-    return cfg.merge_patch(low, high)  # high holds no nulls: a plain recursive merge
+    return merge_patch(low, high)  # high holds no nulls: a plain recursive merge
 
 
 class ConfigLayer:
@@ -96,7 +97,7 @@ class ConfigLayer:
         """A config-update job: an RFC 7386 merge patch on the job layer."""
         if not isinstance(patch, dict):
             return [("config", "must be an object")]
-        return await self._set({**self.layers, "job": cfg.merge_patch(self.layers["job"], patch)}, self.shadow_version)
+        return await self._set({**self.layers, "job": merge_patch(self.layers["job"], patch)}, self.shadow_version)
 
     async def _set(
         self, layers: dict[str, dict[str, Any]], version: int | None, *, persist: bool = True

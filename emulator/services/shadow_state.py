@@ -6,22 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.merge_patch import merge_patch
+
 JsonObj = dict[str, Any]
 
 
-def merge(current: JsonObj, patch: JsonObj) -> JsonObj:
-    """Return ``current`` updated by ``patch``: objects merge key by key, ``null`` removes a key,
-    arrays and scalars replace whatever was there."""
-    out = dict(current)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict):
-            base = out.get(key)
-            out[key] = merge(base if isinstance(base, dict) else {}, value)
-        else:
-            out[key] = value
-    return out
+# A shadow update merges into its section as an RFC 7386 merge patch: objects merge key by key,
+# ``null`` removes a key, arrays and scalars replace whatever was there.
+merge = merge_patch
 
 
 def stamp(value: Any, ts: int) -> Any:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent import config as cfg
+from agent.merge_patch import merge_patch
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "agent.example.toml"
 
@@ -126,7 +127,7 @@ alarms = [{ quantity = "methane", warn = 10.0, alarm = 5.0 }]
 
 def test_merge_patch_semantics():
     base = {"a": 1, "b": {"c": 2, "d": 3}, "e": [1, 2]}
-    assert cfg.merge_patch(base, {"a": None, "b": {"c": 9}, "e": [3]}) == {"b": {"c": 9, "d": 3}, "e": [3]}
+    assert merge_patch(base, {"a": None, "b": {"c": 9}, "e": [3]}) == {"b": {"c": 9, "d": 3}, "e": [3]}
     assert base == {"a": 1, "b": {"c": 2, "d": 3}, "e": [1, 2]}  # input unchanged
 
 

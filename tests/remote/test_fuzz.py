@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent import config as cfg
+from agent.merge_patch import merge_patch
 from agent.remote.jobs.actions import Rejected, parse, registry
 from agent.remote.managed import MANAGED, to_config
 from agent.runtime import Agent
@@ -62,7 +63,7 @@ def test_fuzzed_deltas_apply_atomically_or_change_nothing(docs: list[dict[str, A
                 else:
                     # applied is exactly the document over the file config, and local-only parts held
                     # (nulls delete, as in a merge patch; a real shadow never sends them)
-                    assert agent.conf == to_config(conf, cfg.merge_patch({}, doc))
+                    assert agent.conf == to_config(conf, merge_patch({}, doc))
                     assert agent.layer.layers["shadow"] == doc
                 assert agent.conf.connection == conf.connection and agent.conf.state_dir == conf.state_dir
                 assert agent.conf.spool.path == conf.spool.path and agent.conf.uplink.topic == conf.uplink.topic

@@ -30,6 +30,7 @@ from awscrt import mqtt_request_response
 from awscrt.exceptions import AwsCrtError
 from awsiot import V2ServiceException, iotshadow
 
+from agent.merge_patch import merge_patch
 from agent.remote.layer import ConfigErrors, ConfigLayer
 from agent.remote.service_client import call, client_options, describe_error, stream_options
 from agent.remote.shadow.reported import ReportGate
@@ -223,7 +224,7 @@ class ShadowSync:
             if full:
                 errors = await self.layer.set_shadow(doc, version)
             elif isinstance(doc, dict):
-                merged = _merge(self.layer.layers["shadow"], doc)
+                merged = merge_patch(self.layer.layers["shadow"], doc)
                 errors = await self.layer.set_shadow(merged, version)
             else:
                 errors = [("config", "must be an object")]
@@ -273,13 +274,3 @@ class ShadowSync:
             "last_error": self.last_error,
             "restarts": self.restarts.count,
         }
-
-
-def _merge(base: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in delta.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out

@@ -1,0 +1,124 @@
+"""Daemon footprint: RSS of ``methane-agent run`` in steady state (8 simulated channels at 1 Hz,
+connected to the local emulator) against a naive baseline that imports every module of the project
+first (what the CLI did before it loaded only the command being run), plus a per-module import
+cost table.
+
+    .venv/bin/python -m bench.bench_footprint [--quick] [--seconds 70]
+
+The default window (70 s after 5 s of warm-up) spans at least one 60 s batch, so the daemon has
+encoded and published when its modules are listed.
+
+Per-module cost: each module imported alone in a fresh interpreter, VmRSS after the import minus
+VmRSS of the bare interpreter (shared libraries it maps count, as they do in the daemon's VmRSS; a
+module's cost includes what it imports, so the rows overlap), and the cumulative import time from
+``-X importtime``; ``in_daemon`` says whether the real daemon had loaded it when it stopped (the
+daemon runs under ``bench.footprint_probe``, which writes its ``sys.modules`` at exit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.bench_e2e import AgentProcess, poll, watch
+
+ROOT = Path(__file__).resolve().parents[1]
+EAGER = "bench.footprint_eager"
+PROBE = "bench.footprint_probe"
+# Modules worth a line in the table: what the daemon needs, and what it should not carry.
+MODULES = [
+    "asyncio", "sqlite3", "pydantic", "agent.config", "awscrt.mqtt5", "awsiot.mqtt5_client_builder",
+    "awsiot.iotshadow", "awsiot.iotjobs", "agent.connection", "agent.spool", "agent.sampler", "agent.uplink",
+    "agent.remote", "agent.runtime", "agent.payload.compact", "agent.payload.jsonfmt", "drivers.simulated",
+    "cryptography.x509", "provisioning.flow", "provisioning.rotation", "tenacity", "pymodbus", "emulator.cli",
+    "cloud.preprovision.hook",
+]
+_IMPORTTIME = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)\s*$")
+
+
+def _rss_kib_after(module: str) -> tuple[int, int]:
+    code = ("import importlib, sys\n"
+            "def rss():\n"
+            "    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])\n"
+            "r0 = rss()\n"
+            f"importlib.import_module({module!r})\n"
+            "print(r0, rss())\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         check=True)  # fmt: skip
+    r0, r1 = (int(x) for x in out.stdout.split())
+    return r0, r1
+
+
+def _import_us(module: str) -> int:
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    for line in out.stderr.splitlines():
+        m = _IMPORTTIME.match(line)
+        if m and m.group(4) == module:
+            return int(m.group(2))
+    return 0
+
+
+def module_table(in_daemon: set[str]) -> list[dict[str, Any]]:
+    rows = []
+    for mod in MODULES:
+        r0, r1 = _rss_kib_after(mod)
+        rows.append({"module": mod, "rss_kib_alone": r1 - r0, "import_ms": round(_import_us(mod) / 1000, 1),
+                     "in_daemon": mod in in_daemon})  # fmt: skip
+    return rows
+
+
+def steady(work: Path, info: dict[str, Any], seconds: float, python_args: list[str]) -> dict[str, Any]:
+    a = AgentProcess(work, info, python_args=python_args)
+    try:
+        a.wait_ready()
+        poll(lambda: bool((a.status() or {}).get("uplink", {}).get("connected")), 30, "agent connected")
+        w = watch(a.pid, seconds, warmup_s=5.0)
+        st = a.status() or {}
+    finally:
+        rc = a.stop()
+    return {**w, "readings_acked": st.get("uplink", {}).get("readings_acked"), "exit_code": rc}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a 10 s steady window instead of 70 s")
+    ap.add_argument("--seconds", type=float, help="steady window per run")
+    args = ap.parse_args()
+    seconds = args.seconds or (10.0 if args.quick else 70.0)
+
+    from emulator import Emulator
+
+    report: dict[str, Any] = {"bench": "footprint", "channels": 8, "interval_s": 1.0, "steady_s": seconds}
+    with tempfile.TemporaryDirectory(prefix="bench-footprint-") as tmp:
+        work = Path(tmp)
+        with Emulator(work / "emu", thing="gw-bench") as emu:
+            i = emu.info
+            if i is None:
+                raise SystemExit("the emulator started without writing its info")
+            info = {"endpoint": i.endpoint, "port": i.port, "ca_file": str(i.ca_file),
+                    "cert_file": str(i.device.cert_file), "key_file": str(i.device.key_file)}  # fmt: skip
+            os.environ["FOOTPRINT_MODULES_OUT"] = str(work / "modules.json")
+            agent = steady(work / "agent", info, seconds, ["-m", PROBE])
+            naive = steady(work / "naive", info, seconds, ["-m", EAGER])
+        loaded = set(json.loads((work / "modules.json").read_text()))
+    report["agent"] = agent
+    report["naive_eager_imports"] = naive
+    report["modules_loaded_by_daemon"] = len(loaded)
+    report["not_loaded_by_daemon"] = sorted(m for m in MODULES if m not in loaded)
+    report["import_cost"] = module_table(loaded)
+    report["ratio_rss_naive_over_agent"] = round(naive["rss_kib_max"] / agent["rss_kib_max"], 3)
+    report["aim_rss_kib"] = 40 * 1024
+    report["aim_met"] = agent["rss_kib_max"] <= 40 * 1024
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
