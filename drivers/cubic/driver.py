@@ -16,7 +16,7 @@ from drivers.base import OUT_OF_RANGE, SENSOR_FAULT, WARMING_UP, DriverError, Dr
 from drivers.codec_error import CodecError
 from drivers.cubic import codec
 from drivers.methane import MethaneSettings, methane_measurements, to_ppm
-from drivers.transport.serial_port import SerialPort, SerialSettings
+from drivers.transport.serial_port import SerialDriver, SerialPort, SerialSettings
 from drivers.warmup import WarmupTimer
 
 
@@ -27,7 +27,7 @@ class CubicSettings(SerialSettings, MethaneSettings):
     warmup_s: float = Field(30.0, ge=0, le=3600, description="host-side warm-up window after (re)open [U]")
 
 
-class CubicSjh5Driver:
+class CubicSjh5Driver(SerialDriver):
     name: ClassVar[str] = "cubic-sjh5"
     Settings: ClassVar[type[DriverSettings]] = CubicSettings
 
@@ -37,12 +37,6 @@ class CubicSjh5Driver:
         self._s = settings
         self._warmup = WarmupTimer()
         self._port = SerialPort.from_settings(settings, on_open=self._warmup.restart)
-
-    def open(self) -> None:
-        self._port.ensure_open()
-
-    def close(self) -> None:
-        self._port.close()
 
     def _command(self, cmd: int, data: bytes = b"") -> bytes:
         frame = self._port.transact(codec.build_request(cmd, data), codec.extract, self._s.timeout_s)

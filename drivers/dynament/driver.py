@@ -20,7 +20,7 @@ from drivers.base import SENSOR_FAULT, WARMING_UP, DriverError, DriverSettings, 
 from drivers.codec_error import CodecError
 from drivers.dynament import codec
 from drivers.methane import MethaneSettings, MethaneUnit, methane_measurements, to_ppm
-from drivers.transport.serial_port import SerialPort, SerialSettings
+from drivers.transport.serial_port import SerialDriver, SerialPort, SerialSettings
 from drivers.warmup import WarmupTimer
 
 Variable = Literal["live-data", "live-data-simple"]
@@ -41,7 +41,7 @@ class DynamentSettings(SerialSettings, MethaneSettings):
     )
 
 
-class DynamentDriver:
+class DynamentDriver(SerialDriver):
     name: ClassVar[str] = "dynament"
     Settings: ClassVar[type[DriverSettings]] = DynamentSettings
 
@@ -52,12 +52,6 @@ class DynamentDriver:
         self._warmup = WarmupTimer()
         self._port = SerialPort.from_settings(settings, on_open=self._warmup.restart)
         self._request = codec.build_read_request(_VAR_IDS[settings.variable], settings.checksum_mode)
-
-    def open(self) -> None:
-        self._port.ensure_open()
-
-    def close(self) -> None:
-        self._port.close()
 
     def _decode(self, frame: bytes) -> codec.LiveData | codec.LiveDataSimple:
         try:

@@ -28,7 +28,7 @@ from drivers.base import OUT_OF_RANGE, SENSOR_FAULT, WARMING_UP, DriverError, Dr
 from drivers.codec_error import CodecError
 from drivers.inir import codec
 from drivers.methane import MethaneSettings, methane_measurements
-from drivers.transport.serial_port import SerialPort, SerialSettings
+from drivers.transport.serial_port import SerialDriver, SerialPort, SerialSettings
 from drivers.warmup import WarmupTimer
 
 FAULT_NIBBLE_POSITIONS = {0, 5, 7}
@@ -62,7 +62,7 @@ def flags_for(faults: int) -> set[str]:
     return flags
 
 
-class InirDriver:
+class InirDriver(SerialDriver):
     name: ClassVar[str] = "inir"
     Settings: ClassVar[type[DriverSettings]] = InirSettings
 
@@ -117,9 +117,6 @@ class InirDriver:
             if remaining <= 0:
                 raise DriverError("timeout", f"{self._s.port}: no [AK] to {cmd.decode()} within {self._s.timeout_s}s")
             raw = self._port.read_frame(codec.extract, remaining)
-
-    def close(self) -> None:
-        self._port.close()
 
     def _frame(self) -> codec.InirFrame:
         self._ensure_started()

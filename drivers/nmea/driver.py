@@ -17,7 +17,7 @@ from pydantic import Field
 from drivers.base import STALE, DriverError, DriverSettings, Measurement
 from drivers.codec_error import CodecError
 from drivers.nmea import codec
-from drivers.transport.serial_port import SerialPort, SerialSettings
+from drivers.transport.serial_port import SerialDriver, SerialPort, SerialSettings
 
 
 class NmeaSettings(SerialSettings):
@@ -25,7 +25,7 @@ class NmeaSettings(SerialSettings):
     timeout_s: float = Field(2.5, gt=0, le=30, description="receivers send once a second")
 
 
-class NmeaGpsDriver:
+class NmeaGpsDriver(SerialDriver):
     name: ClassVar[str] = "nmea-gps"
     Settings: ClassVar[type[DriverSettings]] = NmeaSettings
 
@@ -35,12 +35,6 @@ class NmeaGpsDriver:
         self._s = settings
         self._port = SerialPort.from_settings(settings)
         self._last_utc: str | None = None
-
-    def open(self) -> None:
-        self._port.ensure_open()
-
-    def close(self) -> None:
-        self._port.close()
 
     def _collect(self) -> tuple[codec.Gga, codec.Rmc | None, float]:
         self._port.discard_input()

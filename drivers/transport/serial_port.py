@@ -194,3 +194,17 @@ class SerialPort:
         self.discard_input()
         self.write(request)
         return self.read_frame(extract, timeout_s)
+
+
+class SerialDriver:
+    """The open/close every UART driver shares: ``open`` makes sure the port is open (a port that
+    vanished is reopened behind its backoff gate), ``close`` releases it. A driver sets ``_port`` in
+    its constructor and overrides ``open`` only when opening needs a device-specific step."""
+
+    _port: SerialPort
+
+    def open(self) -> None:
+        self._port.ensure_open()
+
+    def close(self) -> None:
+        self._port.close()

@@ -14,7 +14,7 @@ from pydantic import Field
 from drivers.base import WARMING_UP, DriverError, DriverSettings, Measurement
 from drivers.codec_error import CodecError
 from drivers.methane import MethaneSettings, MethaneUnit, methane_measurements, to_ppm
-from drivers.transport.serial_port import SerialPort, SerialSettings
+from drivers.transport.serial_port import SerialDriver, SerialPort, SerialSettings
 from drivers.warmup import WarmupTimer
 from drivers.winsen import codec
 
@@ -26,7 +26,7 @@ class WinsenSettings(SerialSettings, MethaneSettings):
     warmup_s: float = Field(180.0, ge=0, le=3600, description="warm-up window after (re)open (one source: 3 min) [U]")
 
 
-class WinsenMh440dDriver:
+class WinsenMh440dDriver(SerialDriver):
     name: ClassVar[str] = "winsen-mh440d"
     Settings: ClassVar[type[DriverSettings]] = WinsenSettings
 
@@ -37,12 +37,6 @@ class WinsenMh440dDriver:
         self._warmup = WarmupTimer()
         self._port = SerialPort.from_settings(settings, on_open=self._warmup.restart)
         self._request = codec.build_request(codec.CMD_READ)
-
-    def open(self) -> None:
-        self._port.ensure_open()
-
-    def close(self) -> None:
-        self._port.close()
 
     def read(self) -> list[Measurement]:
         frame = self._port.transact(self._request, codec.extract, self._s.timeout_s)
