@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.bench_e2e import AgentProcess, poll, watch
+from bench.bench_e2e import THING, AgentProcess, poll, watch
 
 ROOT = Path(__file__).resolve().parents[1]
 EAGER = "bench.footprint_eager"
@@ -99,7 +99,7 @@ def main() -> None:
     report: dict[str, Any] = {"bench": "footprint", "channels": 8, "interval_s": 1.0, "steady_s": seconds}
     with tempfile.TemporaryDirectory(prefix="bench-footprint-") as tmp:
         work = Path(tmp)
-        with Emulator(work / "emu", thing="gw-bench") as emu:
+        with Emulator(work / "emu", thing=THING) as emu:
             i = emu.info
             if i is None:
                 raise SystemExit("the emulator started without writing its info")

@@ -23,6 +23,19 @@ def emulator(tmp_path) -> Iterator[Emulator]:
 
 
 @pytest.fixture
+def fleet_emulator(tmp_path) -> Iterator[Emulator]:
+    """A running emulator as ``emulator serve`` runs it: the per-certificate authz plugin and fleet
+    provisioning behind the project's pre-provisioning hook (open allowlist). ``.fleet.registry``
+    is its IoT registry; ``.info`` also holds the claim certificate and the template name."""
+    emu = Emulator(tmp_path / "emulator", fleet_provisioning=True)
+    emu.start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture
 def telemetry(emulator):
     """The telemetry recorder attached to ``emulator``: ``received(thing)``, ``duplicates(thing)``,
     ``gaps(thing, upto)``, ``wait_for(thing, seqs)``, ``flush()``."""

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -9,6 +8,7 @@ import pytest
 
 from drivers.base import DriverError
 from tests.devices.pty_host import EmulatedDevice, PtyHost
+from tests.eventually import eventually as shared_eventually
 
 T = TypeVar("T")
 
@@ -27,15 +27,8 @@ def pty_factory(tmp_path: Path) -> Iterator[Callable[[EmulatedDevice], PtyHost]]
         h.stop()
 
 
-def eventually(fn: Callable[[], T], timeout_s: float = 10.0) -> tuple[T, list[DriverError]]:
+def eventually(fn: Callable[[], T], timeout_s: float = 10.0) -> tuple[T, list[BaseException]]:
     """Call ``fn`` until it stops raising DriverError; returns its value and the errors seen on the way."""
-    deadline = time.monotonic() + timeout_s
-    errors: list[DriverError] = []
-    while True:
-        try:
-            return fn(), errors
-        except DriverError as exc:
-            errors.append(exc)
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+    errors: list[BaseException] = []
+    value = shared_eventually(lambda: (fn(),), timeout_s, 0.02, retry_on=(DriverError,), errors=errors)
+    return value[0], errors

@@ -102,16 +102,6 @@ def rejected(fut) -> iotidentity.V2ErrorResponse:
 
 
 @pytest.fixture
-def fleet_emulator(tmp_path) -> Iterator[Emulator]:
-    emu = Emulator(tmp_path / "emulator", fleet_provisioning=True)
-    emu.start()
-    try:
-        yield emu
-    finally:
-        emu.stop()
-
-
-@pytest.fixture
 def devices() -> Iterator[list[Device]]:
     made: list[Device] = []
     yield made

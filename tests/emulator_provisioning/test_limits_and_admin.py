@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import json
-import time
 
 from awscrt import mqtt5
 
 from agent.cli import main
 from emulator import authz
+from tests.eventually import eventually
 
 DELIVERED = (mqtt5.PubackReasonCode.SUCCESS, mqtt5.PubackReasonCode.NO_MATCHING_SUBSCRIBERS)
 
 
 def wait_for(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    return cond()
+    """The condition's value once truthy, else its last value (callers assert on it)."""
+    try:
+        return eventually(cond, timeout)
+    except AssertionError:
+        return cond()
 
 
 def device(fleet_emulator, connect):

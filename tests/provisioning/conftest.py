@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,12 +33,9 @@ def start_emulator(path: Path, **kw) -> Emulator:
 
 
 @pytest.fixture
-def fleet(tmp_path) -> Iterator[Emulator]:
-    emu = start_emulator(tmp_path / "emulator")
-    try:
-        yield emu
-    finally:
-        emu.stop()
+def fleet(fleet_emulator) -> Emulator:
+    """The shared ``fleet_emulator`` (tests/conftest.py) under this area's name."""
+    return fleet_emulator
 
 
 def make_settings(emu: Emulator, state_dir: Path, hardware_root: Path, **kw) -> Settings:

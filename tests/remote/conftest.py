@@ -10,9 +10,8 @@ import shutil
 import ssl
 import tempfile
 import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from agent.runtime import Agent
 from emulator import Emulator
 from emulator.admin import Admin
 from emulator.services.device_services import DeviceServices
+from tests.eventually import eventually_async
 
 T = TypeVar("T")
 
@@ -124,27 +124,8 @@ def jobs_of(agent: Agent) -> JobRunner:
     return jobs
 
 
-async def eventually(fn: Callable[[], T], timeout_s: float = 20.0, interval_s: float = 0.05) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s: {fn}")
-        await asyncio.sleep(interval_s)
-
-
-async def eventually_async(fn: Callable[[], Any], timeout_s: float = 20.0, interval_s: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while True:
-        last = await fn()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s; last: {last!r}")
-        await asyncio.sleep(interval_s)
+# One polling helper for the whole suite (tests/eventually.py); the async form serves both names here.
+eventually = eventually_async
 
 
 def create_job(admin: Admin, thing: str, document: Any) -> str:
