@@ -30,7 +30,7 @@ def test_rfc_7386_examples(target, patch, result):
 
 
 def test_the_agent_and_the_emulator_share_it():
-    from agent.remote import shadow
+    from agent.remote.shadow import sync as shadow
     from emulator.services import shadow_state
 
     assert shadow_state.merge is merge_patch and shadow.merge_patch is merge_patch

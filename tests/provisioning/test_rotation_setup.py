@@ -141,7 +141,7 @@ cli.build_parser(["run", "--config", "x"])
 import agent.runtime
 from agent import config as cfg
 from agent.identity_setup import prepare_identity
-from agent.remote.status_source import cert_expiry
+from agent.remote.shadow.status_source import cert_expiry
 from agent.payload import codec
 conf = cfg.validate({{"state_dir": {str(settings().state_dir)!r}, "device": {{"site_id": "site-7"}}}})
 out = prepare_identity(conf)
