@@ -404,8 +404,9 @@ def watch(pid: int, seconds: float, warmup_s: float) -> dict[str, Any]:
     }
 
 
-def agent_steady(work: Path, info: dict[str, Any], seconds: float) -> dict[str, Any]:
-    a = AgentProcess(work, info)
+def agent_steady(work: Path, info: dict[str, Any], seconds: float,
+                 python_args: tuple[str, ...] | list[str] = ("-m", "agent")) -> dict[str, Any]:
+    a = AgentProcess(work, info, python_args=python_args)
     try:
         a.wait_ready()
         poll(lambda: bool((a.status() or {}).get("uplink", {}).get("connected")), 30, "agent connected")

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.bench_e2e import THING, AgentProcess, poll, watch
+from bench.bench_e2e import THING, agent_steady
 
 ROOT = Path(__file__).resolve().parents[1]
 EAGER = "bench.footprint_eager"
@@ -75,18 +75,6 @@ def module_table(in_daemon: set[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def steady(work: Path, info: dict[str, Any], seconds: float, python_args: list[str]) -> dict[str, Any]:
-    a = AgentProcess(work, info, python_args=python_args)
-    try:
-        a.wait_ready()
-        poll(lambda: bool((a.status() or {}).get("uplink", {}).get("connected")), 30, "agent connected")
-        w = watch(a.pid, seconds, warmup_s=5.0)
-        st = a.status() or {}
-    finally:
-        rc = a.stop()
-    return {**w, "readings_acked": st.get("uplink", {}).get("readings_acked"), "exit_code": rc}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a 10 s steady window instead of 70 s")
@@ -106,8 +94,8 @@ def main() -> None:
             info = {"endpoint": i.endpoint, "port": i.port, "ca_file": str(i.ca_file),
                     "cert_file": str(i.device.cert_file), "key_file": str(i.device.key_file)}  # fmt: skip
             os.environ["FOOTPRINT_MODULES_OUT"] = str(work / "modules.json")
-            agent = steady(work / "agent", info, seconds, ["-m", PROBE])
-            naive = steady(work / "naive", info, seconds, ["-m", EAGER])
+            agent = agent_steady(work / "agent", info, seconds, ["-m", PROBE])
+            naive = agent_steady(work / "naive", info, seconds, ["-m", EAGER])
         loaded = set(json.loads((work / "modules.json").read_text()))
     report["agent"] = agent
     report["naive_eager_imports"] = naive
