@@ -8,7 +8,6 @@ no key the model lacks; a README's "Config keys" list must name only keys of its
 from __future__ import annotations
 
 import re
-import types
 import typing
 from pathlib import Path
 

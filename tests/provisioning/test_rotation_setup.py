@@ -3,6 +3,7 @@ identity step and the CLI, against the local emulator."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
