@@ -112,6 +112,13 @@ class SimDevice:
         if a.uplink is not None:
             a.uplink.notify()
 
+    def spooled_seqs(self) -> set[int]:
+        """Sequence numbers still waiting in the spool: durable, not sent yet, not lost."""
+        a = self.agent
+        if a is None:
+            return set()
+        return {r.seq for r in a.spool.read_after(0, max(1, a.spool.stats().readings + 1))}
+
     def spooled(self) -> int:
         return self.agent.spool.stats().readings if self.agent is not None else 0
 
