@@ -34,7 +34,7 @@ def test_connection_rebuild_restarts_the_features_on_the_new_connection(gateway,
 
 def test_disabled_features_are_not_wired(gateway):
     agent = Agent(gateway.conf(remote={"shadow_enabled": False}))
-    assert [f.name for f in agent.features] == ["jobs"]
+    assert [f.name for f in agent.features] == ["alarms", "jobs"]  # alarms always run (no network needed)
     assert agent.status().features["remote"]["shadow"] is None
 
 
