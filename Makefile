@@ -34,6 +34,8 @@ test: setup
 lint: venv
 	$(VENV)/bin/ruff check agent drivers provisioning emulator cloud fleet iotmqtt tests bench
 	$(VENV)/bin/mypy agent drivers provisioning emulator cloud fleet iotmqtt
+	$(PY) -m cloud.template_sync --check
+	$(VENV)/bin/cfn-lint cloud/template.yaml
 
 bench: setup
 	$(PY) -m bench.run_all

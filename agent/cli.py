@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "agent.commands.alarms_cmd",
     "emulator.cli",
     "fleet.cli",
+    "cloud.cli",
 ]
 # Command name -> the module that registers it (a command missing here still works: its module is
 # found by loading all of COMMAND_MODULES).

@@ -20,6 +20,7 @@ EXTRA_COMMANDS = ["emulator.telemetry_cmd", "emulator.cli_services", "emulator.c
 
 # Components `emulator serve` runs behind the broker, as "module:callable" returning a Component.
 SERVE_COMPONENTS = ["emulator.services.device_services:DeviceServices", "emulator.recorder:TelemetryRecorder"]
+INGEST_COMPONENT = "emulator.ingest:LocalIngest"  # with --ingest
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,6 +36,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument("--host", default="127.0.0.1",
                        help="listen address (default 127.0.0.1; the link-fault harness uses 0.0.0.0 in its own "
                             "network namespace)")
+    serve.add_argument("--ingest", action="store_true",
+                       help="also run the cloud side's local twin: a private InfluxDB (data under the state dir) "
+                            "fed by the ingest; its URL and database go to emulator.json under \"ingest\"")
     serve.set_defaults(func=serve_cmd)
     _register_extra(esub)
 
@@ -51,9 +55,9 @@ def _register_extra(esub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         module.register(esub)
 
 
-def _serve_components() -> list[Component]:
+def _serve_components(ingest: bool = False) -> list[Component]:
     out: list[Component] = []
-    for spec in SERVE_COMPONENTS:
+    for spec in SERVE_COMPONENTS + ([INGEST_COMPONENT] if ingest else []):
         module, _, name = spec.partition(":")
         out.append(getattr(importlib.import_module(module), name)())
     return out
@@ -78,9 +82,8 @@ def serve_cmd(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         emu = Emulator(
-            args.state_dir, port=args.port, thing=args.thing, components=_serve_components(), fleet_provisioning=True,
-            serial_allowlist=allowlist,
-            host=args.host,
+            args.state_dir, port=args.port, thing=args.thing, components=_serve_components(args.ingest),
+            fleet_provisioning=True, serial_allowlist=allowlist, host=args.host,
         )
     except PkiError as exc:
         print(f"error: --thing: {exc}", file=sys.stderr)

@@ -15,26 +15,20 @@ A payload that does not decode is kept in ``rejects`` with the reason; it never 
 from __future__ import annotations
 
 import logging
-import queue
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from awscrt import mqtt5
-
-from emulator.admin_client import admin_client
-from emulator.broker import BrokerError
 from emulator.state import EmulatorInfo
+from emulator.subscriber import Item, QueuedSubscriber, SubscriberError
 
 log = logging.getLogger(__name__)
 
 DB_FILE = "telemetry.db"
 TOPICS = ("dt/methane/+/+/telemetry", "$aws/rules/+/#")
-START_TIMEOUT_S = 15.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS arrivals (
@@ -50,7 +44,7 @@ CREATE TABLE IF NOT EXISTS rejects (
 """
 
 
-class RecorderError(BrokerError):
+class RecorderError(SubscriberError):
     """The recorder could not connect or subscribe."""
 
 
@@ -156,95 +150,25 @@ class TelemetryStore:
         }
 
 
-class TelemetryRecorder:
-    """An emulator component (``start(info)``/``stop()``). awscrt callbacks only enqueue; one worker
-    thread decodes and writes, so a slow disk never blocks awscrt's event loop."""
+class TelemetryRecorder(QueuedSubscriber):
+    """An emulator component (``start(info)``/``stop()``) writing every telemetry message to a
+    ``TelemetryStore``."""
+
+    topics = TOPICS
+    name = "recorder"
+    error = RecorderError
 
     def __init__(self, db_path: Path | None = None) -> None:
+        super().__init__()
         self.db_path = db_path
         self.store: TelemetryStore | None = None
-        self._queue: queue.Queue[tuple[str, bytes, str | None, float] | None] = queue.Queue()
-        self._client: mqtt5.Client | None = None
-        self._worker: threading.Thread | None = None
-        self._connected = threading.Event()
-        self._stopped = threading.Event()
-        self.client_id = f"emulator-recorder-{uuid.uuid4().hex[:12]}"
 
-    def start(self, info: EmulatorInfo) -> None:
+    def prepare(self, info: EmulatorInfo) -> None:
         self.store = TelemetryStore(self.db_path or info.state_dir / DB_FILE)
-        self._connected.clear()  # started again by Emulator.restart_broker: wait for the new connection
-        self._stopped.clear()
-        self._worker = threading.Thread(target=self._run, name="telemetry-recorder", daemon=True)
-        self._worker.start()
-        self._client = admin_client(
-            info,
-            self.client_id,
-            # A persistent session (the broker keeps it across its own restarts): telemetry published
-            # while the recorder reconnects is queued for it, not lost.
-            session_behavior=mqtt5.ClientSessionBehaviorType.REJOIN_ALWAYS,
-            session_expiry_interval_sec=3600,
-            min_reconnect_delay_ms=100,
-            max_reconnect_delay_ms=2000,
-            on_publish_received=self._on_publish,
-            on_lifecycle_connection_success=self._on_connected,
-            on_lifecycle_stopped=lambda _data: self._stopped.set(),
-        )
-        self._client.start()
-        if not self._connected.wait(START_TIMEOUT_S):
-            self.stop()
-            raise RecorderError(f"telemetry recorder did not connect within {START_TIMEOUT_S:.0f}s")
-        # Subscribe from here, not from the callback: a callback must never wait on awscrt. After a
-        # broker restart the session (and its subscriptions) is restored from the broker's
-        # persistence file; the recorder resubscribes anyway in case it was not (_on_connected).
-        self._subscribe(START_TIMEOUT_S)
 
-    def _subscribe(self, timeout: float) -> None:
-        assert self._client is not None
-        packet = mqtt5.SubscribePacket(
-            subscriptions=[mqtt5.Subscription(t, qos=mqtt5.QoS.AT_LEAST_ONCE) for t in TOPICS]
-        )
-        suback = self._client.subscribe(packet).result(timeout)
-        bad = [(t, c) for t, c in zip(TOPICS, suback.reason_codes, strict=True) if int(c) >= 0x80]
-        if bad:
-            raise RecorderError(f"recorder subscriptions refused: {bad}")
-
-    def _on_connected(self, data: mqtt5.LifecycleConnectSuccessData) -> None:
-        first = not self._connected.is_set()
-        self._connected.set()
-        if not first:
-            self._queue.put(None)  # ask the worker to resubscribe after a broker restart
-
-    def _on_publish(self, data: mqtt5.PublishReceivedData) -> None:
-        p = data.publish_packet
-        self._queue.put((p.topic, bytes(p.payload or b""), p.content_type, time.time()))
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is None:
-                    if self._stopped.is_set():
-                        return
-                    self._resubscribe()
-                    continue
-                if self.store is not None:
-                    self.store.record(*item)
-            finally:
-                self._queue.task_done()
-
-    def _resubscribe(self) -> None:
-        try:
-            self._subscribe(START_TIMEOUT_S)
-        except (RecorderError, TimeoutError) as exc:
-            log.error("telemetry recorder could not resubscribe", extra={"error": str(exc)})
-
-    def flush(self, timeout: float = 10.0) -> None:
-        """Wait until every message received so far is in the store."""
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks:
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"recorder still has {self._queue.unfinished_tasks} messages queued")
-            time.sleep(0.01)
+    def handle(self, item: Item) -> None:
+        if self.store is not None:
+            self.store.record(*item)
 
     def wait_for(self, thing: str, seqs: Iterable[int], timeout: float = 30.0) -> None:
         """Wait until every seq in ``seqs`` of ``thing`` has arrived (at least once)."""
@@ -276,15 +200,6 @@ class TelemetryRecorder:
     def rejects(self) -> list[tuple[str, str]]:
         return self._need_store().rejects()
 
-    def stop(self) -> None:
-        if self._client is not None:
-            self._client.stop()
-            self._stopped.wait(10)
-            self._client = None
-        self._stopped.set()
-        if self._worker is not None:
-            self._queue.put(None)
-            self._worker.join(10)
-            self._worker = None
+    def close(self) -> None:
         if self.store is not None:
             self.store.close()

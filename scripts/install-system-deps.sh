@@ -12,6 +12,8 @@ command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 [ -f /usr/include/openssl/x509.h ] || need+=(libssl-dev)
 # The link-fault tests (tests/netfault/) build network namespaces, a veth pair and a tc filter.
 command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1 || need+=(iproute2)
+# The cloud side's local twin (cloud/localstore.py) runs its own influxd (1.x, v1 HTTP API).
+command -v influxd >/dev/null 2>&1 || [ -x /usr/bin/influxd ] || need+=(influxdb)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 echo "installing Debian packages: ${need[*]}" >&2
 sudo_cmd=()
@@ -19,7 +21,10 @@ if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
 export DEBIAN_FRONTEND=noninteractive
 "${sudo_cmd[@]}" apt-get update -q
 "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${need[@]}"
-# Debian starts a system-wide mosquitto on port 1883 on install; the project never uses it.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
-  "${sudo_cmd[@]}" systemctl disable --now mosquitto >/dev/null 2>&1 || true
-fi
+# Debian starts a system-wide mosquitto (port 1883) and influxdb (8086/8088) on install; the
+# project never uses them (it starts its own on free loopback ports with generated configs).
+for unit in mosquitto influxdb; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$unit" 2>/dev/null; then
+    "${sudo_cmd[@]}" systemctl disable --now "$unit" >/dev/null 2>&1 || true
+  fi
+done

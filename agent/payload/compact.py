@@ -400,25 +400,19 @@ def _parse(structure: bytes, bits: rice.BitReader) -> Batch:
     for _ in range(n_flagsets):
         k = rd.bounded("flag count", rd.remaining())
         flagsets.append(tuple(rd.string("flag") for _ in range(k)))
-    col_series = [rd.varint("series column") for _ in range(n)]
+    col_series = rd.varints(n, "series column")
     if max(col_series) >= n_series:
         raise PayloadError(f"corrupt payload: series index {max(col_series)} of {n_series} series")
-    attrs = [rd.varint("attribute column") for _ in range(n)]
+    attrs = rd.varints(n, "attribute column")
     if max(attrs) >> 2 >= n_flagsets:
         raise PayloadError(f"corrupt payload: flag-set index {max(attrs) >> 2} of {n_flagsets} flag sets")
-    seqs = []
-    seq = first_seq + rd.varint("seq column")
-    for i in range(n):
-        if i:
-            seq += rd.varint("seq column") + 1
-        seqs.append(seq)
+    seq_col = rd.varints(n, "seq column")
+    seq_col[0] += first_seq - 1  # the first entry is absolute (from first_seq), the rest are gaps
+    seqs = list(accumulate(d + 1 for d in seq_col))
+    seq = seqs[-1]
     if seq > last_seq:
         raise PayloadError(f"corrupt payload: seq {seq} beyond last_seq {last_seq}")
-    ts_list = []
-    ts = 0
-    for _ in range(n):
-        ts += unzigzag(rd.varint("timestamp column"))
-        ts_list.append(ts)
+    ts_list = list(accumulate((z >> 1) ^ -(z & 1) for z in rd.varints(n, "timestamp column")))  # unzigzag
     if min(ts_list) < TS_MIN or max(ts_list) > TS_MAX:
         raise PayloadError("corrupt payload: timestamp outside the 64-bit range")
     counts = [0] * n_series

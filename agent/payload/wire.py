@@ -70,6 +70,25 @@ class Reader:
             shift += 7
         raise PayloadError(f"corrupt payload: varint too long while reading {what}")
 
+    def varints(self, n: int, what: str) -> list[int]:
+        """``n`` varints in a row (a column). Most column entries are one byte (a delta of 0, a
+        small index), so those are taken without a call; anything longer goes through ``varint``
+        and fails the same way."""
+        out: list[int] = []
+        append = out.append
+        buf, end = self.buf, self.end
+        pos = self.pos
+        for _ in range(n):
+            if pos < end and buf[pos] < 0x80:
+                append(buf[pos])
+                pos += 1
+            else:
+                self.pos = pos
+                append(self.varint(what))
+                pos = self.pos
+        self.pos = pos
+        return out
+
     def bounded(self, what: str, limit: int) -> int:
         n = self.varint(what)
         if n > limit:
