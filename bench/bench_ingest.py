@@ -180,7 +180,7 @@ def throughput(readings: int, devices: int, naive_readings: int) -> dict[str, An
 
 def latency(seconds: float) -> dict[str, Any]:
     from emulator import Emulator
-    from emulator.demo import BATCH_MAX_AGE_S, agent_config
+    from emulator.demo import BATCH_MAX_AGE_S, DEMO_SERIAL, agent_config
     from emulator.ingest import LocalIngest
     from emulator.services.device_services import DeviceServices
 
@@ -192,7 +192,8 @@ def latency(seconds: float) -> dict[str, Any]:
     try:
         with Emulator(tmp / "emu", components=[DeviceServices(), ingest], fleet_provisioning=True) as emu:
             conf = tmp / "agent.toml"
-            conf.write_text(agent_config(tmp / "agent-state", emu.info, None))
+            (tmp / "serial").write_text(DEMO_SERIAL + "\n")
+            conf.write_text(agent_config(tmp / "agent-state", emu.info, None, tmp / "serial"))
             client = ingest.client
             assert client is not None
 

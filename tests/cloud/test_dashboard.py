@@ -15,7 +15,7 @@ import pytest
 
 from cloud.influx import InfluxClient
 from emulator import Emulator
-from emulator.demo import agent_config
+from emulator.demo import DEMO_SERIAL, agent_config
 from emulator.ingest import LocalIngest
 from emulator.services.device_services import DeviceServices
 from tests.e2e.conftest import AgentProc
@@ -52,7 +52,8 @@ def demo_store(tmp_path_factory):
     with Emulator(base / "emulator", components=[DeviceServices(), ingest], fleet_provisioning=True) as emu:
         info = emu.info
         conf = base / "agent.toml"
-        conf.write_text(agent_config(base / "agent-state", info, None))
+        (base / "serial").write_text(DEMO_SERIAL + "\n")
+        conf.write_text(agent_config(base / "agent-state", info, None, base / "serial"))
         agent = AgentProc(conf, base / "agent.log").start()
         client = ingest.client
         assert client is not None
