@@ -95,6 +95,16 @@ async def serve_unix(path: Path, handler: Any, limit: int = 2**16) -> asyncio.Ab
         os.umask(old)
 
 
+async def close_unix(server: asyncio.AbstractServer | None, path: Path) -> None:
+    """Stop a server made by ``serve_unix`` and remove its socket file, so the next start (or a
+    client) never finds a socket nobody answers."""
+    if server is not None:
+        server.close()
+        await server.wait_closed()
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
 class StatusServer:
     """Serves one JSON document per connection on a Unix socket (0600 via the umask set here);
     cheap enough to poll, and it never writes to the SD card."""
@@ -117,11 +127,7 @@ class StatusServer:
             writer.close()
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        await close_unix(self._server, self.path)
 
 
 def query(path: Path, timeout_s: float = 3.0) -> dict[str, Any]:

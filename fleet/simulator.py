@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from cloud.seqranges import runs
 from fleet.device import SimDevice
 from fleet.procstat import cpu_percent, percentile, sample
 from fleet.profiles import CURRENT_SENSORS, Endpoint, fleet_profiles, write_config
@@ -350,7 +351,7 @@ class FleetSimulator:
                 lost += len(missing)
                 duplicates += await asyncio.to_thread(self.recorder.duplicates, d.thing)
                 if missing:
-                    with_gaps[d.thing] = _ranges(sorted(missing))[:5]
+                    with_gaps[d.thing] = runs(sorted(missing))[:5]
             out.update(devices_with_gaps=len(with_gaps), gaps=dict(list(with_gaps.items())[:10]),
                        duplicates=duplicates)
         else:
@@ -368,14 +369,6 @@ def opts_fds(devices: int) -> int:
     return 64 + devices * 12
 
 
-def _ranges(seqs: list[int]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for s in seqs:
-        if out and s == out[-1][1] + 1:
-            out[-1] = (out[-1][0], s)
-        else:
-            out.append((s, s))
-    return out
 
 
 def _r(x: float | None) -> float | None:

@@ -6,7 +6,6 @@ socket so that anything allowed to read status is not thereby allowed to acknowl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import socket
@@ -16,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent.status import serve_unix
+from agent.status import close_unix, serve_unix
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +69,7 @@ class ControlServer:
             writer.close()
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        await close_unix(self._server, self.path)
 
 
 def request(path: Path, body: dict[str, Any], timeout_s: float = 5.0) -> dict[str, Any]:
