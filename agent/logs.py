@@ -26,7 +26,14 @@ _PEM = re.compile(
 _B64_RUN = re.compile(r"(?<!\\)[A-Za-z0-9+/]{40,}={0,2}")  # not starting at the n of an escaped \n
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _NEWLINE_BEFORE = ("\n", "\\n")
-_NEWLINE_AFTER = ("\n", "\r", "\\n", "\\r")
+_NEWLINE_AFTER = re.compile(r"\r|\n|\\+[rn]")  # real, escaped (repr, JSON) or escaped more
+# A PEM body's last line is often shorter than 40 (24-28 characters for an RSA-2048 key): a
+# tail cut before its BEGIN line would leak it, so any base64 line goes after a masked line or
+# before an END line (which the PEM rule has turned into "-----<redacted PEM>"). Newlines real,
+# escaped (repr, JSON) or escaped twice (a repr of a repr).
+_NL = r"(?:\r?\n|(?:\\+r)?\\+n)"
+_AFTER_MASKED = re.compile(rf"(<redacted base64>{_NL})[A-Za-z0-9+/]+={{0,2}}")
+_BEFORE_END = re.compile(rf"(?<!\\)[A-Za-z0-9+/]+={{0,2}}(?={_NL}-+(?:END |<redacted PEM>))")
 
 
 def _mask_base64(text: str) -> str:
@@ -35,12 +42,13 @@ def _mask_base64(text: str) -> str:
         if len(run) < 200:
             if _HEX.fullmatch(run):
                 return run
-            before, after = text[max(0, m.start() - 2) : m.start()], text[m.end() : m.end() + 2]
-            if not (before.endswith(_NEWLINE_BEFORE) or after.startswith(_NEWLINE_AFTER)):
+            before = text[max(0, m.start() - 2) : m.start()]
+            if not (before.endswith(_NEWLINE_BEFORE) or _NEWLINE_AFTER.match(text, m.end())):
                 return run
         return "<redacted base64>"
 
-    return _B64_RUN.sub(repl, text)
+    masked = _AFTER_MASKED.sub(r"\1<redacted base64>", _B64_RUN.sub(repl, text))
+    return _BEFORE_END.sub("<redacted base64>", masked)
 
 
 _SECRET_KEYS = re.compile(r"(private_?key|secret|password|token|pem)", re.I)
