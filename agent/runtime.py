@@ -108,6 +108,12 @@ class Agent:
     def feature(self, name: str) -> Feature | None:
         return next((f for f in self.features if f.name == name), None)
 
+    @property
+    def loops(self) -> list[str]:
+        """Names of the runtime's own loops now running beside the sensors and features (uplink,
+        committer, and status only when systemd listens): what the idle-cost review checks."""
+        return [t.get_name() for t in self._tasks if not t.done()]
+
     def _ports(self) -> Ports:
         return Ports(
             thing_name=self.thing,

@@ -8,6 +8,7 @@ import socket
 
 from agent import config as cfg
 from agent.runtime import Agent
+from tests.eventually import eventually_async
 
 
 def _conf(tmp_path) -> cfg.AgentConfig:
@@ -18,11 +19,8 @@ def _conf(tmp_path) -> cfg.AgentConfig:
 
 async def _task_names(agent: Agent) -> set[str]:
     run = asyncio.get_running_loop().create_task(agent.run(signals=False))
-    for _ in range(100):
-        await asyncio.sleep(0.05)
-        if agent._tasks:
-            break
-    names = {t.get_name() for t in agent._tasks}
+    await eventually_async(agent.running.is_set, 20)
+    names = set(agent.loops)
     agent.request_stop()
     assert await run == 0
     return names

@@ -101,6 +101,12 @@ class JobRunner:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._stream = None
 
+    @property
+    def running(self) -> bool:
+        """Whether the worker loop is alive: False once stopped (a job that outlives the stop, the
+        one whose apply rebuilt the connection, still finishes and reports)."""
+        return self._task is not None and not self._task.done()
+
     # --- events ----------------------------------------------------------------------------------
     def request_next(self) -> None:
         if not self._next_queued:

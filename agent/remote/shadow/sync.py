@@ -99,6 +99,7 @@ class ShadowSync:
         self._retry_s = RETRY_MIN_S
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
         self._stream: Any = None
         opts = client_options(request_timeout_s)
         self.client = iotshadow.IotShadowClientV2(conn.client, opts)
@@ -115,11 +116,19 @@ class ShadowSync:
 
     async def stop(self) -> None:
         # Never cancel or await the caller's own task (an apply this loop started that rebuilds
-        # the connection stops the features): it would wait for itself forever.
+        # the connection stops the features): it would wait for itself forever. That loop ends
+        # by itself once the step that stopped it is done.
+        self._stopped = True
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self._stream = None  # a streaming operation closes when released
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker loop is alive: False once stopped (a rebuilt connection gets a new
+        ShadowSync, and the old one must not go on ticking on the old connection)."""
+        return self._task is not None and not self._task.done()
 
     # --- events (on the loop) -------------------------------------------------------------------
     def request_sync(self) -> None:
@@ -151,7 +160,7 @@ class ShadowSync:
     async def _run(self) -> None:
         if self.conn.connected.is_set():
             self.request_sync()  # (re)started: the event that crashed the last run is gone
-        while True:
+        while not self._stopped:
             try:
                 # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation (stop).
                 async with asyncio.timeout(TICK_S):
