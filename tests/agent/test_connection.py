@@ -7,15 +7,23 @@ import asyncio
 
 from agent.config import ConnectionConfig
 from agent.connection import Connection
+from tests.eventually import eventually_async
 from tests.mqtt_client import MqttClient
 
 
-async def _wait(pred, timeout=20.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not pred():
-        assert loop.time() < deadline, "condition not met"
-        await asyncio.sleep(0.05)
+async def _publish_until(admin: MqttClient, topic: str, tag: str, landed) -> None:
+    """Publish ``tag-N`` every 0.2 s until ``landed()``: SUBACK may precede delivery by a moment."""
+    n = 0
+
+    def attempt() -> bool:
+        nonlocal n
+        if landed():
+            return True
+        n += 1
+        admin.publish(topic, f"{tag}-{n}".encode())
+        return False
+
+    await eventually_async(attempt, 20, 0.2, what=f"no {tag!r} delivery")
 
 
 def test_kept_subscription_is_renewed_after_broker_restart(emulator):
@@ -36,23 +44,12 @@ def test_kept_subscription_is_renewed_after_broker_restart(emulator):
             await asyncio.wait_for(conn.connected.wait(), 20)
             with MqttClient.for_admin(info) as admin:
                 admin.connect()
-                # SUBACK may precede delivery by a moment: publish until the first one lands.
-                n = 0
-                while not got:
-                    n += 1
-                    admin.publish(topic, f"before-{n}".encode())
-                    await asyncio.sleep(0.2)
-                    assert n < 50
+                await _publish_until(admin, topic, "before", lambda: got)
             emulator.broker.restart()
-            await _wait(lambda: conn.stats.connects >= 2)
+            await eventually_async(lambda: conn.stats.connects >= 2)
             with MqttClient.for_admin(info) as admin:
                 admin.connect()
-                n = 0
-                while not any(p.startswith(b"after") for p in got):
-                    n += 1
-                    admin.publish(topic, f"after-{n}".encode())
-                    await asyncio.sleep(0.2)
-                    assert n < 50, f"no delivery after the restart: {got}"
+                await _publish_until(admin, topic, "after", lambda: any(p.startswith(b"after") for p in got))
             assert conn.stats.subscriptions_refused == 0
         finally:
             await conn.stop()

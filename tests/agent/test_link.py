@@ -26,14 +26,7 @@ from agent.status import summary_line
 from agent.status_model import AgentStatus, LinkHealth, LinkStatus, UplinkStatus
 from agent.uplink import Uplink
 from iotmqtt import failure_kind
-
-
-async def _until(pred, timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not pred():
-        assert loop.time() < deadline, what
-        await asyncio.sleep(0.05)
+from tests.eventually import eventually_async
 
 
 def _conf(info, **over) -> ConnectionConfig:
@@ -60,7 +53,7 @@ def test_abandoned_publish_failed_by_the_disconnect_is_not_logged_as_an_error(em
                     await asyncio.wait_for(conn.publish(f"dt/methane/t/{info.device.thing_name}/telemetry", b"x"), 0.5)
             finally:
                 emulator.broker.kill()  # SIGKILL works on a stopped process; the kernel resets the TCP link
-            await _until(lambda: not conn.stats.connected, 20, "disconnect not seen")
+            await eventually_async(lambda: not conn.stats.connected, 20, what="disconnect not seen")
             await asyncio.sleep(0.5)
         finally:
             await conn.stop()
@@ -96,26 +89,29 @@ def test_uplink_resends_at_once_after_a_reconnect(emulator, tmp_path):
         try:
             _fill(spool, 50, 0)
             up.notify()
-            await _until(lambda: up.stats.readings_acked >= 50, 20, "first batch not acked")
+            await eventually_async(lambda: up.stats.readings_acked >= 50, 20, what="first batch not acked")
             os.kill(emulator.broker.pid, signal.SIGSTOP)
             # Batches keep failing until 8 have: the old code's retry waits had grown to
             # uniform(0, 0.5 * 2**8 s) by then, each slept inside a task still counted as in flight.
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 60
-            i = 0
-            while up.stats.failures < 8:
-                assert loop.time() < deadline, f"only {up.stats.failures} failures"
-                _fill(spool, 20, 100 + 20 * i)
-                i += 1
+            filled = 0
+
+            def failing_batches() -> bool:
+                nonlocal filled
+                if up.stats.failures >= 8:
+                    return True
+                _fill(spool, 20, 100 + 20 * filled)
+                filled += 1
                 up.notify()
-                await asyncio.sleep(0.5)
+                return False
+
+            await eventually_async(failing_batches, 60, 0.5, what=lambda: f"only {up.stats.failures} failures")
             first_unacked = spool.stats().oldest_seq
             emulator.broker.kill()
             emulator.broker.start()
-            await _until(lambda: conn.stats.connects >= 2, 30, "no reconnect")
+            await eventually_async(lambda: conn.stats.connects >= 2, 30, what="no reconnect")
             reconnected = time.monotonic()
-            await _until(lambda: spool.stats().readings == 0, 15,
-                         f"readings from seq {first_unacked} not resent promptly after the reconnect")
+            await eventually_async(lambda: spool.stats().readings == 0, 15,
+                                   what=f"readings from seq {first_unacked} not resent promptly after the reconnect")
             assert time.monotonic() - reconnected < 15
             assert up.stats.inflight == 0
         finally:

@@ -11,6 +11,7 @@ from agent.clock import ClockSync
 from agent.config import SensorConfig
 from agent.sampler import SensorTask
 from drivers.base import DriverError, Measurement
+from tests.eventually import eventually_async
 
 
 class ScriptedDriver:
@@ -76,9 +77,7 @@ def test_faults_are_counted_backed_off_and_recovered():
 
     async def scenario():
         task.start()
-        deadline = time.monotonic() + 5
-        while not got and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await eventually_async(lambda: got, 5, 0.01)
         h = task.health
         assert h.errors == 3 and h.consecutive_errors == 0 and h.state == "ok"
         assert h.last_error == "timeout: no reply"
@@ -136,9 +135,7 @@ def test_a_crash_outside_the_driver_restarts_the_loop_and_is_counted(caplog):
     async def scenario() -> None:
         task = SensorTask(conf(interval=0.05), sink, ClockSync("assume_synced"), driver=ScriptedDriver())
         task.start()
-        deadline = time.monotonic() + 10
-        while not got and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await eventually_async(lambda: got, 10)
         await task.stop()
         assert got and task.health.snapshot().restarts == 1
         assert task.health.loop.last_error == "RuntimeError: spool surprise"

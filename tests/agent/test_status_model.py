@@ -12,6 +12,7 @@ from agent import config as cfg
 from agent.runtime import Agent
 from agent.status import query, summary_line
 from agent.status_model import AgentStatus, LinkStatus, SensorStatus, UplinkStatus
+from tests.eventually import eventually_async
 
 AGENT_KEYS = {"version", "pid", "thing_name", "uptime_s", "config_hash", "reloads", "last_reload_error"}
 SPOOL_KEYS = {"path", "readings", "bytes", "oldest_seq", "oldest_ts_ms", "oldest_age_s", "next_seq", "uncommitted",
@@ -33,8 +34,7 @@ def test_status_socket_serves_the_documented_keys_and_reads_back():
         task = asyncio.get_running_loop().create_task(agent.run())
         try:
             await asyncio.wait_for(agent.running.wait(), 20)
-            while not agent.status().sensors[0].reads:
-                await asyncio.sleep(0.05)
+            await eventually_async(lambda: agent.status().sensors[0].reads)
             return await asyncio.to_thread(query, conf.status_socket)
         finally:
             agent.request_stop()

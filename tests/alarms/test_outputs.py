@@ -20,21 +20,13 @@ from agent.spool import NewReading
 from tests.alarms.conftest import FakeSpool, feature_from_toml
 from tests.devices.modbus_rtu import ModbusRtuDevice
 from tests.devices.pty_host import PtyHost
+from tests.eventually import eventually
 
 ADAPTER = TypeAdapter(OutputConfig)
 
 
 def out(**kw) -> OutputConfig:
     return ADAPTER.validate_python(kw)
-
-
-def eventually(check, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 ALARM = [{"sensor_id": "ch4", "level": "alarm"}]

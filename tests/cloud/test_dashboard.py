@@ -19,6 +19,7 @@ from emulator.demo import DEMO_SERIAL, agent_config
 from emulator.ingest import LocalIngest
 from emulator.services.device_services import DeviceServices
 from tests.e2e.conftest import AgentProc
+from tests.eventually import eventually
 from tests.mqtt_client import MqttClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,12 +59,9 @@ def demo_store(tmp_path_factory):
         client = ingest.client
         assert client is not None
         try:
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                if (client.query_one('SELECT count("seq") FROM "methane"') and
-                        client.query_one('SELECT count("spool_depth") FROM "device_status"')):
-                    break
-                time.sleep(0.5)
+            eventually(lambda: client.query_one('SELECT count("seq") FROM "methane"')
+                       and client.query_one('SELECT count("spool_depth") FROM "device_status"'), 90, 0.5,
+                       what="readings and device status in the store")
             thing = json.loads((base / "agent-state" / "identity" / "identity.json").read_text())["thing_name"]
             event = {"type": "raised", "level": "warn", "sensor_id": "site-sim", "quantity": "methane",
                      "value": 5200.0, "threshold": 5000.0, "ts_ms": int(time.time() * 1000), "seq": 1}

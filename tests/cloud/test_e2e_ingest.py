@@ -17,17 +17,8 @@ import pytest
 from cloud.influx import InfluxClient
 from emulator.state import EmulatorInfo
 from tests.e2e.conftest import ROOT, agent_factory, write_config  # noqa: F401 - fixture
+from tests.eventually import eventually
 from tests.mqtt_client import MqttClient
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not within {timeout}s")
 
 
 def _completeness(ingest: dict, thing: str, *extra: str) -> dict:
@@ -54,7 +45,7 @@ def served(tmp_path):
             except (OSError, ValueError):
                 return False
 
-        _wait(ready, 60, "emulator serve --ingest ready")
+        eventually(ready, 60, 0.1, what="emulator serve --ingest ready")
         yield proc, state
     finally:
         if proc.poll() is None:
@@ -89,7 +80,7 @@ def test_agent_to_store_no_gap_replay_and_dead_letter(served, agent_factory, tmp
         time.sleep(1)
         return first["received"] >= 200 and first == _completeness(ingest, thing) and first
 
-    rep = _wait(settled, 60, "readings stored")
+    rep = eventually(settled, 60, 0.1, what="readings stored")
     last_seq = _ledger_last(store, thing)
     assert rep["gaps"] == [] and rep["duplicates_dropped"] == 0
     assert rep["received"] == rep["expected"] == last_seq
@@ -105,14 +96,14 @@ def test_agent_to_store_no_gap_replay_and_dead_letter(served, agent_factory, tmp
     replayed = len(_readings(captured.payload))
     with MqttClient.for_device(info) as dev:
         dev.publish(captured.topic, captured.payload)
-        again = _wait(lambda: (r := _completeness(ingest, thing))["duplicates_dropped"] == replayed and r, 30,
-                      "replay counted")
+        again = eventually(lambda: (r := _completeness(ingest, thing))["duplicates_dropped"] == replayed and r, 30,
+                           0.1, what="replay counted")
         assert again["received"] == rep["received"] and again["gaps"] == []
 
         # A malformed batch: whole to the dead-letter folder with its reason, nothing written.
         bad = captured.payload[:-4] + b"\x00\x00\x00\x00"
         dev.publish(captured.topic, bad)
-        dead = _wait(lambda: sorted((state / "ingest" / "deadletter").glob("*.json")), 30, "dead letter")
+        dead = eventually(lambda: sorted((state / "ingest" / "deadletter").glob("*.json")), 30, 0.1, what="dead letter")
     letter = json.loads(dead[0].read_text())
     assert letter["stage"] == "decode" and "CRC" in letter["reason"] and letter["topic"] == captured.topic
     final = _completeness(ingest, thing)

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from drivers.base import OUT_OF_RANGE, SENSOR_FAULT, STALE, WARMING_UP, DriverError
@@ -18,17 +16,9 @@ from tests.devices.cubic import CubicDevice
 from tests.devices.inir import InirDevice
 from tests.devices.nmea import NmeaDevice
 from tests.devices.winsen import WinsenDevice
+from tests.eventually import eventually
 
 FAST = {"timeout_s": 0.4, "reconnect_min_s": 0.05, "reconnect_max_s": 0.2}
-
-
-def _eventually_true(cond, timeout_s=5.0):
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def _by_q(ms):
@@ -91,7 +81,7 @@ def test_winsen_vectors_and_calibration(pty_factory):
         ms = _by_q(d.read())
         d.calibrate("zero")
         d.calibrate("span", 20.0)
-        assert _eventually_true(lambda: len(dev.calibrations) == 2)
+        eventually(lambda: len(dev.calibrations) == 2, 5)
         assert dev.calibrations == [(0x87, 0), (0x88, 2000)]
         assert dev.requests[0] == bytes.fromhex("FF 01 86 00 00 00 00 00 79")
     finally:

@@ -4,12 +4,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from agent.cli import main
 from tests.devices.dynament import DynamentDevice
 from tests.devices.pty_host import Fault
+from tests.eventually import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,11 +69,11 @@ def test_serve_entry_point_with_cli(tmp_path):
     server = subprocess.Popen([sys.executable, "-m", "tests.devices.serve", "cubic-sjh5", "--link", str(link),
                                "--value", "1.5"], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 20
-        while not link.exists():
-            assert time.monotonic() < deadline, "emulator did not create its link"
-            assert server.poll() is None
-            time.sleep(0.05)
+        def linked() -> bool:
+            assert server.poll() is None, "the device emulator exited"
+            return link.exists()
+
+        eventually(linked, 20, what="emulator did not create its link")
         out = subprocess.run([sys.executable, "-m", "agent.cli", "sensor", "read", "--driver", "cubic-sjh5",
                               "--port", str(link), "--json"], cwd=ROOT, env=env, capture_output=True, text=True,
                              timeout=60)

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.eventually import eventually
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -50,15 +52,15 @@ class AgentProc:
     def wait_status(
         self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30, every: float = 0.2
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
+        last: dict[str, Any] | None = None
+
+        def met() -> dict[str, Any] | None:
+            nonlocal last
             assert self.proc is not None and self.proc.poll() is None, f"agent exited: {self.log.read_text()[-2000:]}"
             last = self.status()
-            if last is not None and predicate(last):
-                return last
-            time.sleep(every)
-        raise AssertionError(f"status condition not met in {timeout}s; last: {last}")
+            return last if last is not None and predicate(last) else None
+
+        return eventually(met, timeout, every, what=lambda: f"last status: {last}")
 
     def terminate(self, timeout: float = 10) -> tuple[int, float]:
         assert self.proc is not None

@@ -11,7 +11,6 @@ import sys
 
 from awscrt import mqtt5
 
-from emulator import Emulator
 from tests.devices.modbus_rtu import ModbusRtuDevice
 from tests.devices.pty_host import PtyHost
 from tests.e2e.conftest import ROOT, write_config
@@ -45,34 +44,30 @@ def cli(config, *args):
                           cwd=ROOT, capture_output=True, text=True, timeout=30)
 
 
-def test_plume_raises_publishes_and_clears(tmp_path, agent_factory):
-    emu = Emulator(tmp_path / "emulator", fleet_provisioning=True)  # enforces config/iot-policy-device.json
-    emu.start()
-    try:
-        info = emu.info
-        thing = info.device.thing_name
-        with MqttClient.for_admin(info) as watcher:
-            watcher.subscribe(f"dt/methane/+/{thing}/alarm")
-            config = plume_config(tmp_path / "agent.toml", info, tmp_path / "state", start_s=4, latch=False)
-            agent = agent_factory(config).start()
-            events = alarm_events(watcher, 4)
-            assert [(e["type"], e["level"]) for e in events] == [
-                ("raised", "warn"), ("escalated", "alarm"), ("cleared", "warn"), ("cleared", "normal")]
-            for e in events:
-                assert all(k in e for k in PINNED), e
-                assert (e["sensor_id"], e["quantity"], e["site"], e["device"], e["unit"]) == (
-                    "sim-1", "methane", "site-1", thing, "%LEL")
-                assert isinstance(e["seq"], int) and isinstance(e["ts_ms"], int)
-            assert [e["event_id"] for e in events] == [1, 2, 3, 4]
-            assert events[0]["value"] >= 10.0 and events[1]["value"] >= 20.0 and events[1]["threshold"] == 20.0
-            st = agent.wait_status(lambda s: s["alarms"]["events"]["pending"] == 0)
-            assert st["alarms"]["active"] == []
-            listed = cli(config, "events", "--json")
-            assert [json.loads(line)["type"] for line in listed.stdout.splitlines()] == [e["type"] for e in events]
-            rc, _ = agent.terminate()
-            assert rc == 0
-    finally:
-        emu.stop()
+def test_plume_raises_publishes_and_clears(fleet_emulator, tmp_path, agent_factory):
+    emu = fleet_emulator  # enforces config/iot-policy-device.json
+    info = emu.info
+    thing = info.device.thing_name
+    with MqttClient.for_admin(info) as watcher:
+        watcher.subscribe(f"dt/methane/+/{thing}/alarm")
+        config = plume_config(tmp_path / "agent.toml", info, tmp_path / "state", start_s=4, latch=False)
+        agent = agent_factory(config).start()
+        events = alarm_events(watcher, 4)
+        assert [(e["type"], e["level"]) for e in events] == [
+            ("raised", "warn"), ("escalated", "alarm"), ("cleared", "warn"), ("cleared", "normal")]
+        for e in events:
+            assert all(k in e for k in PINNED), e
+            assert (e["sensor_id"], e["quantity"], e["site"], e["device"], e["unit"]) == (
+                "sim-1", "methane", "site-1", thing, "%LEL")
+            assert isinstance(e["seq"], int) and isinstance(e["ts_ms"], int)
+        assert [e["event_id"] for e in events] == [1, 2, 3, 4]
+        assert events[0]["value"] >= 10.0 and events[1]["value"] >= 20.0 and events[1]["threshold"] == 20.0
+        st = agent.wait_status(lambda s: s["alarms"]["events"]["pending"] == 0)
+        assert st["alarms"]["active"] == []
+        listed = cli(config, "events", "--json")
+        assert [json.loads(line)["type"] for line in listed.stdout.splitlines()] == [e["type"] for e in events]
+        rc, _ = agent.terminate()
+        assert rc == 0
 
 
 def test_latched_alarm_is_acknowledged_from_the_site_cli(emulator, agent_factory, tmp_path):

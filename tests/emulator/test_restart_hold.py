@@ -6,12 +6,11 @@ in the fleet simulator's broker-restart scenario: one batch of 32 readings missi
 
 from __future__ import annotations
 
-import time
-
 from awscrt import mqtt5
 
 from emulator import Emulator
 from emulator.recorder import TelemetryRecorder
+from tests.eventually import eventually
 from tests.mqtt_client import MqttClient
 
 
@@ -26,9 +25,7 @@ def test_devices_are_held_until_the_recorder_is_back(tmp_path):
             dev.wait_connections(2, timeout=30)
             puback = dev.publish("dt/methane/site-1/gw-0001/telemetry", b"published at once")
             assert puback is not None and puback.reason_code == mqtt5.PubackReasonCode.SUCCESS
-            deadline = time.monotonic() + 15
-            while not recorder.rejects() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            eventually(recorder.rejects, 15)
             # Not a batch, so the recorder keeps it as a reject: the proof it was subscribed.
             assert [t for t, _ in recorder.rejects()] == ["dt/methane/site-1/gw-0001/telemetry"]
         # While held the broker answered the device's CONNECT with "not authorized".

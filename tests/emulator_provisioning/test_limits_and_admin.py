@@ -13,14 +13,6 @@ from tests.eventually import eventually
 DELIVERED = (mqtt5.PubackReasonCode.SUCCESS, mqtt5.PubackReasonCode.NO_MATCHING_SUBSCRIBERS)
 
 
-def wait_for(cond, timeout=10.0):
-    """The condition's value once truthy, else its last value (callers assert on it)."""
-    try:
-        return eventually(cond, timeout)
-    except AssertionError:
-        return cond()
-
-
 def device(fleet_emulator, connect):
     info = fleet_emulator.info
     return connect(info.device.cert_file, info.device.key_file, client_id=info.device.thing_name)
@@ -42,7 +34,7 @@ def test_second_connection_with_same_client_id_takes_over(fleet_emulator, connec
     first = device(fleet_emulator, connect)
     second = device(fleet_emulator, connect)
     assert first.connected.result() and second.connected.result()
-    assert wait_for(lambda: first.disconnects), "first connection was not disconnected"
+    eventually(lambda: first.disconnects, what="first connection was not disconnected")
     # IoT Core sends DISCONNECT 0x8E; mosquitto 2.0.11 closes the socket without one (docs/emulator.md).
     assert first.disconnects[0] in (None, int(mqtt5.DisconnectReasonCode.SESSION_TAKEN_OVER))
     assert second.publish(f"dt/methane/site-1/{second.client_id}/telemetry").reason_code in DELIVERED
@@ -56,7 +48,7 @@ def test_publish_rate_is_counted_per_connection(fleet_emulator, connect):
     for f in futures:
         f.result(10)
     stats_file = fleet_emulator.fleet.plugin.stats_file
-    stats = wait_for(lambda: authz.read_stats(stats_file).get(dev.client_id, {}).get("in", 0) >= 30
+    stats = eventually(lambda: authz.read_stats(stats_file).get(dev.client_id, {}).get("in", 0) >= 30
                      and authz.read_stats(stats_file)[dev.client_id])
     assert stats["in"] == 30 and stats["max_per_s"] >= 1
     assert stats["cert"] == fleet_emulator.fleet.registry.certificate(stats["cert"]).certificate_id
@@ -75,7 +67,7 @@ def test_admin_commands(fleet_emulator, connect, capsys):
     dev = device(fleet_emulator, connect)
     assert main(["emulator", "cert", "revoke", dev_cert["certificateId"], "--state-dir", state]) == 0
     assert "revoked" in capsys.readouterr().out
-    assert wait_for(lambda: dev.disconnects), "revoked device stayed connected"
+    eventually(lambda: dev.disconnects, what="revoked device stayed connected")
     assert fleet_emulator.fleet.registry.certificate(dev_cert["certificateId"]).status == "REVOKED"
 
 

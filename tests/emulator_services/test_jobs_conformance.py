@@ -16,6 +16,7 @@ import pytest
 from awsiot import ServiceStreamOptions, V2ServiceException, iotjobs
 
 from emulator.admin import AdminRequestError
+from tests.eventually import eventually
 
 T = 10
 S = iotjobs.JobStatus
@@ -173,13 +174,9 @@ def test_bad_requests_get_the_documented_error(device, suffix, payload, code):
     assert ok.queued_jobs == []
 
 
-def _wait_status(admin, job_id, thing, status, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = admin.job_describe(job_id, thing)["execution"]["status"]
-        if got == status or time.monotonic() > deadline:
-            return got
-        time.sleep(0.05)
+def _wait_status(admin, job_id, thing, status, timeout=10.0) -> None:
+    eventually(lambda: admin.job_describe(job_id, thing)["execution"]["status"] == status, timeout,
+               what=lambda: f"{job_id}: {admin.job_describe(job_id, thing)['execution']}")
 
 
 def test_step_timeout_times_out_and_minus_one_clears(device, admin):
@@ -188,7 +185,7 @@ def test_step_timeout_times_out_and_minus_one_clears(device, admin):
     admin.job_create({"a": 1}, [device.thing], job_id=j1)
     device.jobs.start_next_pending_job_execution(iotjobs.StartNextPendingJobExecutionRequest(
         thing_name=device.thing, step_timeout_in_minutes=2)).result(T)
-    assert _wait_status(admin, j1, device.thing, "TIMED_OUT") == "TIMED_OUT"
+    _wait_status(admin, j1, device.thing, "TIMED_OUT")
     err = _rejected(_update(device, j1, S.SUCCEEDED))
     assert err.code == iotjobs.RejectedErrorCode.INVALID_STATE_TRANSITION
     assert err.execution_state.status == S.TIMED_OUT
@@ -207,7 +204,7 @@ def test_job_in_progress_timeout(device, admin):
     j = _job_id()
     admin.job_create({"a": 1}, [device.thing], job_id=j, timeout_minutes=3)
     _update(device, j, S.IN_PROGRESS).result(T)
-    assert _wait_status(admin, j, device.thing, "TIMED_OUT") == "TIMED_OUT"
+    _wait_status(admin, j, device.thing, "TIMED_OUT")
 
 
 def test_cancel_with_and_without_force_and_delete(device, admin, services_emulator):

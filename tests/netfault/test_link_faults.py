@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from tests.eventually import eventually
 from tests.netfault.harness import EmulatorInNs, NetFault, agent_config, agent_in_ns
 
 KEEP_ALIVE_S = 30
@@ -37,12 +38,8 @@ def _drain_and_check(net: NetFault, emu: EmulatorInNs, config, tmp_path, thing: 
         agent.kill()
     last = st["spool"]["next_seq"] - 1
     assert st["spool"]["evicted_routine"] == 0 and st["spool"]["evicted_alarm"] == 0
-    deadline = time.monotonic() + 30
-    while True:
-        got = emu.telemetry(thing, upto=last)
-        if got["received"] >= last or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    got = eventually(lambda: (g := emu.telemetry(thing, upto=last))["received"] >= last and g, 30, 0.5,
+                     what=lambda: emu.telemetry(thing, upto=last))
     assert got["gaps"] == [], got
     assert got["last_seq"] == last
 

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from provisioning.expiry import expiry_status
 from provisioning.flow import provision
 from provisioning.rotation import ROTATION_FILE, RotationFailed, discard_pending, rotate_certificate
 from provisioning.session import IdentityClient, MqttSession
+from tests.eventually import eventually
 from tests.provisioning.conftest import THING, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -270,10 +270,7 @@ def test_run_provisioning_retries_while_broker_is_down(fleet, tmp_path, hardware
 
     t = threading.Thread(target=runner)
     t.start()
-    deadline = time.monotonic() + 60
-    while not any("retry" in b for b in beats):
-        assert time.monotonic() < deadline, beats
-        time.sleep(0.05)
+    eventually(lambda: any("retry" in b for b in beats), 60, what=lambda: beats)
     fleet.broker.start()  # the link comes back
     t.join(90)
     assert not t.is_alive()

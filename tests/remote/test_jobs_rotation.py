@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from emulator.recorder import TelemetryRecorder
 from emulator.services.device_services import DeviceServices
 from provisioning import identity as ident_mod
 from provisioning.rotation import rotate_certificate
+from tests.eventually import eventually as eventually_sync
 from tests.remote.conftest import eventually, eventually_async, jobs_or_none, running, shadow_of
 
 SERIAL = "10000000feed0006"
@@ -187,9 +187,7 @@ def test_a_timed_out_rotation_never_switches_the_identity(fleet_emulator):
         def pause_then_wait_for_failed(candidate: Any) -> None:
             before_verify(candidate)
             reached_proof.append(candidate.certificate_id)
-            deadline = time.monotonic() + 30
-            while not job_failed() and time.monotonic() < deadline:
-                time.sleep(0.2)
+            eventually_sync(job_failed, 30, 0.2)  # in the rotation's thread: the loop goes on
         try:
             return rotate_certificate(*args, before_verify=pause_then_wait_for_failed, **kw)
         finally:

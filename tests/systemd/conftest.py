@@ -6,11 +6,12 @@ import os
 import shutil
 import socket
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
+
+from tests.eventually import eventually
 
 
 @dataclass
@@ -29,12 +30,8 @@ class NotifySocket:
 
     def wait_for(self, predicate, timeout: float = 10.0) -> list[str]:
         """Poll until ``predicate(messages)`` holds; fail with what did arrive."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(self.drain()):
-                return self.received
-            time.sleep(0.02)
-        raise AssertionError(f"condition not met within {timeout}s; received: {self.received!r}")
+        eventually(lambda: predicate(self.drain()), timeout, 0.02, what=lambda: f"received: {self.received!r}")
+        return self.received
 
     def assignments(self) -> list[dict[str, str]]:
         out = []

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.spool import Spool
+from tests.eventually import eventually
 
 CONFIG = """state_dir = "{state}"
 [device]
@@ -59,14 +60,13 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def wait_log(tmp_path: Path, pattern: str, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    text = ""
-    while time.monotonic() < deadline:
-        text = (tmp_path / "agent.log").read_text(errors="replace")
-        if re.search(pattern, text):
-            return text
-        time.sleep(0.05)
-    raise AssertionError(f"{pattern!r} not in log:\n{text}")
+    log = tmp_path / "agent.log"
+
+    def matched() -> str:
+        text = log.read_text(errors="replace")
+        return text if re.search(pattern, text) else ""
+
+    return eventually(matched, timeout, what=lambda: f"{pattern!r} not in log:\n{log.read_text(errors='replace')}")
 
 
 def test_ready_watchdog_status_reload_and_stop(notify_socket, tmp_path):
