@@ -37,6 +37,7 @@ from emulator.ingest import LocalIngest
 from emulator.lifecycle import Emulator
 from emulator.recorder import TelemetryRecorder
 from emulator.services.device_services import DeviceServices
+from iotmqtt import Lifecycle
 
 ROOT = Path(__file__).resolve().parents[1]
 # A reading waits at most this long in the agent before its batch goes; with the ingest's few
@@ -123,14 +124,12 @@ def watcher(info: Any) -> tuple[mqtt5.Client, queue.Queue[tuple[str, bytes, str 
     """An admin client that sees every telemetry batch, as an IoT rule would."""
     q: queue.Queue[tuple[str, bytes, str | None]] = queue.Queue()
     connected = queue.Queue[bool]()
-    client = admin_client(
-        info,
-        "demo-viewer",
-        on_publish_received=lambda d: q.put(
+    client = admin_client(info, "demo-viewer", Lifecycle(
+        on_publish=lambda d: q.put(
             (d.publish_packet.topic, bytes(d.publish_packet.payload), d.publish_packet.content_type)
         ),
-        on_lifecycle_connection_success=lambda d: connected.put(True),
-    )
+        on_success=lambda d: connected.put(True),
+    ))
     client.start()
     connected.get(timeout=15)
     client.subscribe(mqtt5.SubscribePacket([mqtt5.Subscription("dt/methane/+/+/telemetry", mqtt5.QoS(1)),

@@ -17,6 +17,7 @@ from awscrt import mqtt5
 from emulator.admin_client import admin_client
 from emulator.broker import BrokerError
 from emulator.state import EmulatorInfo
+from iotmqtt import Lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +63,13 @@ class QueuedSubscriber:
         self._client = admin_client(
             info,
             self.client_id,
+            Lifecycle(on_publish=self._on_publish, on_success=self._on_connected,
+                      on_stopped=lambda _data: self._stopped.set()),
             # A persistent session (the broker keeps it across its own restarts): messages published
             # while the subscriber reconnects are queued for it, not lost.
-            session_behavior=mqtt5.ClientSessionBehaviorType.REJOIN_ALWAYS,
-            session_expiry_interval_sec=3600,
+            session_expiry_s=3600,
             min_reconnect_delay_ms=100,
             max_reconnect_delay_ms=2000,
-            on_publish_received=self._on_publish,
-            on_lifecycle_connection_success=self._on_connected,
-            on_lifecycle_stopped=lambda _data: self._stopped.set(),
         )
         self._client.start()
         if not self._connected.wait(START_TIMEOUT_S):

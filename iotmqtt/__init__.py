@@ -1,8 +1,9 @@
 """The one way this project builds an awscrt MQTT5 client for IoT Core, and the one vocabulary for
 what its failures mean. Shared by the agent's connection (``agent/connection.py``), the
-provisioning/rotation session (``provisioning/session.py``) and ``methane-agent doctor``
-(``agent/doctor/network.py``); it imports nothing of theirs, so ``provisioning/`` can use it
-without importing ``agent/``."""
+provisioning/rotation session (``provisioning/session.py``), ``methane-agent doctor``
+(``agent/doctor/network.py``), the emulator's admin clients (``emulator/admin_client.py``) and the
+tests' blocking client (``tests/mqtt_client.py``); it imports nothing of theirs, so
+``provisioning/`` can use it without importing ``agent/``."""
 
 from iotmqtt.errors import (
     FailureKind,

@@ -1,8 +1,15 @@
-"""Build the awscrt MQTT5 client every part of the project uses: mutual TLS from files, a clean
-session (IoT Core drops sessions after an hour offline anyway, and the agent's spool is its
-durable queue), and publishes failed rather than queued while offline, so nothing is retried
-behind the caller's back. Callers choose timing (keep-alive, ping timeout, reconnect bounds) and
-the lifecycle callbacks; awscrt calls those on its own threads, where they must not block."""
+"""Build the awscrt MQTT5 client every part of the project uses (the agent, the emulator's own
+admin clients, the test helper): mutual TLS from files, a clean session (IoT Core drops sessions
+after an hour offline anyway, and the agent's spool is its durable queue), and publishes failed
+rather than queued while offline, so nothing is retried behind the caller's back. Callers choose
+timing (keep-alive, ping timeout, reconnect bounds) and the lifecycle callbacks; awscrt calls
+those on its own threads, where they must not block.
+
+The emulator and the tests need a few things the agent does not, each a keyword here rather than
+a second way to build a client: a persistent session (``session_expiry_s``, a subscriber that
+must not miss what arrives while it reconnects), QoS 1 publishes kept while offline
+(``keep_qos1_while_offline``, awscrt's default), no SDK metrics in the username, and a client
+with no certificate at all (``Target`` without cert and key, only to show a broker refuses it)."""
 
 from __future__ import annotations
 
@@ -24,8 +31,8 @@ class Target:
     endpoint: str
     port: int
     ca_file: Path | None
-    cert_file: Path
-    key_file: Path
+    cert_file: Path | None  # None (with key_file None): TLS without a client certificate
+    key_file: Path | None
     client_id: str
 
 
@@ -51,10 +58,14 @@ def build_client(
     jitter: mqtt5.ExponentialBackoffJitterMode = mqtt5.ExponentialBackoffJitterMode.FULL,
     ping_timeout_ms: int | None = None,
     iot_core_limits: bool = True,
+    session_expiry_s: int | None = None,
+    keep_qos1_while_offline: bool = False,
+    sdk_metrics: bool = True,
 ) -> mqtt5.Client:
     """``connect_timeout_ms`` bounds both the TCP connect and the wait for CONNACK.
     ``ping_timeout_ms`` (default: awscrt's, clamped by awscrt to half the keep-alive) is how long a
-    PINGREQ may go unanswered before the link is declared dead."""
+    PINGREQ may go unanswered before the link is declared dead. ``session_expiry_s`` asks for a
+    persistent session (rejoined on every reconnect) the broker keeps that long."""
     flow = (
         mqtt5.ExtendedValidationAndFlowControlOptions.AWS_IOT_CORE_DEFAULTS
         if iot_core_limits
@@ -67,9 +78,22 @@ def build_client(
         kwargs["ca_filepath"] = str(target.ca_file)
     if ping_timeout_ms is not None:
         kwargs["ping_timeout_ms"] = ping_timeout_ms
-    return mqtt5_client_builder.mtls_from_path(
-        cert_filepath=str(target.cert_file),
-        pri_key_filepath=str(target.key_file),
+    session = mqtt5.ClientSessionBehaviorType.CLEAN
+    if session_expiry_s is not None:
+        session = mqtt5.ClientSessionBehaviorType.REJOIN_ALWAYS
+        kwargs["session_expiry_interval_sec"] = session_expiry_s
+    offline = (
+        mqtt5.ClientOperationQueueBehaviorType.FAIL_NON_QOS1_PUBLISH_ON_DISCONNECT
+        if keep_qos1_while_offline
+        else mqtt5.ClientOperationQueueBehaviorType.FAIL_ALL_ON_DISCONNECT
+    )
+    if target.cert_file is None or target.key_file is None:
+        build: Callable[..., mqtt5.Client] = mqtt5_client_builder.new_default_builder
+    else:
+        build = mqtt5_client_builder.mtls_from_path
+        kwargs["cert_filepath"] = str(target.cert_file)
+        kwargs["pri_key_filepath"] = str(target.key_file)
+    return build(
         endpoint=target.endpoint,
         port=target.port,
         client_id=target.client_id,
@@ -78,8 +102,8 @@ def build_client(
         min_reconnect_delay_ms=min_reconnect_delay_ms,
         max_reconnect_delay_ms=max_reconnect_delay_ms,
         retry_jitter_mode=jitter,
-        session_behavior=mqtt5.ClientSessionBehaviorType.CLEAN,
-        offline_queue_behavior=mqtt5.ClientOperationQueueBehaviorType.FAIL_ALL_ON_DISCONNECT,
+        session_behavior=session,
+        offline_queue_behavior=offline,
         extended_validation_and_flow_control_options=flow,
         connack_timeout_ms=connect_timeout_ms,
         ack_timeout_sec=max(1, ack_timeout_s),
@@ -89,6 +113,7 @@ def build_client(
         on_lifecycle_connection_failure=lifecycle.on_failure,
         on_lifecycle_disconnection=lifecycle.on_disconnect,
         on_lifecycle_stopped=lifecycle.on_stopped,
+        enable_metrics_collection=sdk_metrics,
         **kwargs,
     )
 

@@ -1,5 +1,5 @@
-"""Blocking test helpers around the REAL awscrt MQTT5 client, built the way the agent builds it
-(``awsiot.mqtt5_client_builder.mtls_from_path``).
+"""Blocking test helpers around the REAL awscrt MQTT5 client, built by the project's one client
+factory (``iotmqtt.build_client``), as the agent builds it.
 
 awscrt reports everything through callbacks on its own threads; this wrapper turns them into
 waits with deadlines (connect, SUBACK, PUBACK) and a thread-safe queue of received messages, so
@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from awscrt import mqtt5
-from awsiot import mqtt5_client_builder
+
+from iotmqtt import Lifecycle, Target, build_client
 
 
 class ConnectFailed(Exception):
@@ -55,8 +56,12 @@ class MqttClient:
         client_id: str | None = None,
         endpoint: str = "localhost",
         iot_core_flow_control: bool = False,
-        **builder_kwargs: Any,
+        min_reconnect_delay_ms: int = 100,
+        max_reconnect_delay_ms: int = 1000,
+        session_expiry_s: int | None = None,
     ) -> None:
+        """``session_expiry_s``: a persistent session the broker keeps that long (else clean).
+        Without ``cert_file``/``key_file`` no client certificate is offered (a broker must refuse)."""
         self.client_id = client_id or f"test-{uuid.uuid4().hex[:12]}"
         self.messages: queue.Queue[Received] = queue.Queue()
         self._cond = threading.Condition()
@@ -64,36 +69,21 @@ class MqttClient:
         self.failures: list[tuple[Exception | None, Any]] = []
         self.disconnections: list[tuple[Exception | None, Any]] = []
         self._stopped = threading.Event()
-        flow = (
-            mqtt5.ExtendedValidationAndFlowControlOptions.AWS_IOT_CORE_DEFAULTS
-            if iot_core_flow_control
-            else mqtt5.ExtendedValidationAndFlowControlOptions.NONE
+        self.client = build_client(
+            Target(endpoint, port, Path(ca_file), Path(cert_file) if cert_file is not None else None,
+                   Path(key_file) if key_file is not None else None, self.client_id),
+            Lifecycle(on_publish=self._on_publish, on_success=self._on_success, on_failure=self._on_failure,
+                      on_disconnect=self._on_disconnect, on_stopped=self._on_stopped),
+            keep_alive_s=30,
+            connect_timeout_ms=5000,
+            ack_timeout_s=20,
+            min_reconnect_delay_ms=min_reconnect_delay_ms,
+            max_reconnect_delay_ms=max_reconnect_delay_ms,
+            iot_core_limits=iot_core_flow_control,
+            session_expiry_s=session_expiry_s,
+            keep_qos1_while_offline=True,
+            sdk_metrics=False,
         )
-        kwargs: dict[str, Any] = dict(
-            endpoint=endpoint,
-            port=port,
-            ca_filepath=str(ca_file),
-            client_id=self.client_id,
-            keep_alive_interval_sec=30,
-            min_reconnect_delay_ms=100,
-            max_reconnect_delay_ms=1000,
-            connack_timeout_ms=5000,
-            ack_timeout_sec=20,
-            extended_validation_and_flow_control_options=flow,
-            on_publish_received=self._on_publish,
-            on_lifecycle_connection_success=self._on_success,
-            on_lifecycle_connection_failure=self._on_failure,
-            on_lifecycle_disconnection=self._on_disconnect,
-            on_lifecycle_stopped=self._on_stopped,
-            enable_metrics_collection=False,
-        )
-        kwargs.update(builder_kwargs)
-        if cert_file is not None and key_file is not None:
-            self.client = mqtt5_client_builder.mtls_from_path(
-                cert_filepath=str(cert_file), pri_key_filepath=str(key_file), **kwargs
-            )
-        else:  # no client certificate at all: the broker must refuse it
-            self.client = mqtt5_client_builder.new_default_builder(**kwargs)
         self._started = False
 
     @classmethod

@@ -20,6 +20,7 @@ from emulator.authz import DELIVER_TOPIC, encode_delivery
 from emulator.registry import RegistryError
 from emulator.services.provisioning import ProvisioningService
 from emulator.state import EmulatorInfo
+from iotmqtt import Lifecycle
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 15.0
@@ -53,8 +54,8 @@ class ProvisioningRunner:
         self._worker = threading.Thread(target=self._run, name="emulator-provisioning", daemon=True)
         self._worker.start()
         self._client = admin_client(
-            info, self.client_id, min_reconnect_delay_ms=200, max_reconnect_delay_ms=5000,
-            on_publish_received=self._on_publish, on_lifecycle_connection_success=self._on_connected,
+            info, self.client_id, Lifecycle(on_publish=self._on_publish, on_success=self._on_connected),
+            min_reconnect_delay_ms=200, max_reconnect_delay_ms=5000,
         )
         self._client.start()
         if not self._ready.wait(START_TIMEOUT_S):

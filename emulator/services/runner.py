@@ -27,6 +27,7 @@ from emulator.broker import BrokerError
 from emulator.services.outgoing import Outgoing
 from emulator.services.provisioning_runner import PROP_CLIENT
 from emulator.state import EmulatorInfo
+from iotmqtt import Lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +79,8 @@ class ServiceRunner:
         self._worker = threading.Thread(target=self._run, name="emulator-services", daemon=True)
         self._worker.start()
         self._client = admin_client(
-            info,
-            self.client_id,
-            min_reconnect_delay_ms=200,
-            max_reconnect_delay_ms=5000,
-            session_behavior=mqtt5.ClientSessionBehaviorType.CLEAN,
-            on_publish_received=self._on_publish,
-            on_lifecycle_connection_success=self._on_connected,
+            info, self.client_id, Lifecycle(on_publish=self._on_publish, on_success=self._on_connected),
+            min_reconnect_delay_ms=200, max_reconnect_delay_ms=5000,
         )
         self._client.start()
         if not self._subscribed.wait(START_TIMEOUT_S):

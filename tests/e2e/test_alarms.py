@@ -9,8 +9,6 @@ import json
 import subprocess
 import sys
 
-from awscrt import mqtt5
-
 from tests.devices.modbus_rtu import ModbusRtuDevice
 from tests.devices.pty_host import PtyHost
 from tests.e2e.conftest import ROOT, write_config
@@ -101,9 +99,7 @@ def test_broker_down_relay_switches_and_events_arrive_later_in_order(emulator, a
     thing = info.device.thing_name
     relay = ModbusRtuDevice(slave=1, coils=4)  # an RS-485 relay module on a pty
     host = PtyHost(relay, link=tmp_path / "rs485").start()
-    watcher = MqttClient.for_admin(
-        info, client_id="alarm-watcher", session_expiry_interval_sec=600,
-        session_behavior=mqtt5.ClientSessionBehaviorType.REJOIN_ALWAYS)
+    watcher = MqttClient.for_admin(info, client_id="alarm-watcher", session_expiry_s=600)
     watcher.connect()
     try:
         watcher.subscribe(f"dt/methane/+/{thing}/alarm")

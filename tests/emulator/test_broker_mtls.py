@@ -162,11 +162,7 @@ def test_2000_quick_qos1_messages_all_reach_a_subscriber_that_was_offline(emulat
     info = emulator.info
     topic = f"dt/methane/s/{info.device.thing_name}/telemetry"
     n = 2000
-    session = dict(
-        client_id="offline-subscriber",
-        session_expiry_interval_sec=600,
-        session_behavior=mqtt5.ClientSessionBehaviorType.REJOIN_ALWAYS,
-    )
+    session = dict(client_id="offline-subscriber", session_expiry_s=600)
     with MqttClient.for_admin(info, **session) as admin:
         assert admin.subscribe(topic) == [mqtt5.SubackReasonCode.GRANTED_QOS_1]
     with MqttClient.for_device(info) as dev:

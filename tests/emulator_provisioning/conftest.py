@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -10,11 +11,23 @@ from pathlib import Path
 
 import pytest
 from awscrt import mqtt5, mqtt_request_response
-from awsiot import V2ServiceException, iotidentity, mqtt5_client_builder
+from awsiot import V2ServiceException, iotidentity
 
 from emulator import Emulator
+from iotmqtt import Lifecycle, Target, build_client
 
 CONNECT_TIMEOUT_S = 15
+
+
+def _write_pair(folder: Path, name: str, cert: bytes, key: bytes) -> tuple[Path, Path]:
+    """The client factory reads files, as the agent does: the key 0600 from its first byte."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_file, key_file = folder / f"{name}.crt", folder / f"{name}.key"
+    cert_file.write_bytes(cert)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(key)
+    return cert_file, key_file
 
 
 class Device:
@@ -31,22 +44,18 @@ class Device:
         self.messages: list[tuple[str, bytes]] = []
         self.got_message = threading.Condition()
         self._identity: iotidentity.IotIdentityClientV2 | None = None
-        common = dict(
-            endpoint=info.endpoint, port=info.port, ca_filepath=str(info.ca_file), client_id=self.client_id,
+        if cert_bytes is not None and key_bytes is not None:  # a pair fresh from CreateKeysAndCertificate
+            cert, key = _write_pair(info.state_dir / "test-devices", self.client_id, cert_bytes, key_bytes)
+        self.client = build_client(
+            Target(info.endpoint, info.port, info.ca_file, Path(cert), Path(key), self.client_id),
+            Lifecycle(on_publish=self._msg, on_success=self._ok, on_failure=self._fail, on_disconnect=self._disc,
+                      on_stopped=lambda d: self.stopped.set()),
+            keep_alive_s=1200, connect_timeout_ms=10_000, ack_timeout_s=30,
             # No jitter: a dropped test client waits the full minute before reconnecting, so it never
             # fights another connection for its client id during a test.
             min_reconnect_delay_ms=60_000, max_reconnect_delay_ms=60_000,
-            retry_jitter_mode=mqtt5.ExponentialBackoffJitterMode.NONE,
-            on_lifecycle_connection_success=self._ok, on_lifecycle_connection_failure=self._fail,
-            on_lifecycle_disconnection=self._disc, on_lifecycle_stopped=lambda d: self.stopped.set(),
-            on_publish_received=self._msg,
+            jitter=mqtt5.ExponentialBackoffJitterMode.NONE, keep_qos1_while_offline=True,
         )
-        if cert_bytes is not None:
-            self.client = mqtt5_client_builder.mtls_from_bytes(cert_bytes=cert_bytes, pri_key_bytes=key_bytes,
-                                                                **common)
-        else:
-            self.client = mqtt5_client_builder.mtls_from_path(cert_filepath=str(cert), pri_key_filepath=str(key),
-                                                               **common)
 
     def _ok(self, data) -> None:
         if not self.connected.done():
