@@ -32,7 +32,7 @@ from agent import payload
 from cloud.preprovision.allowlist import FileAllowlist
 from emulator.admin import Admin, AdminRequestError
 from emulator.admin_client import admin_client
-from emulator.demo_chart import show_store
+from emulator.demo_chart import completeness_command, show_store
 from emulator.ingest import LocalIngest
 from emulator.lifecycle import Emulator
 from emulator.recorder import TelemetryRecorder
@@ -269,6 +269,7 @@ def main() -> int:
         deadline = started + seconds
         act = RemoteAct(Admin(info.state_dir), base / "agent-state" / "identity" / "identity.json", seconds)
         shown = 0
+        hinted = False
         alarm_types: list[str] = []
         next_status = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -285,6 +286,10 @@ def main() -> int:
                     else:
                         shown += show_batch(topic, data, ctype)
             act.step(time.monotonic() - started)
+            if not hinted and (store := ingest.client) is not None and (thing := act.thing()) is not None:
+                hinted = True  # the store runs until the demo ends: now the hint is true
+                say("  try, in another terminal while the demo runs: "
+                    + completeness_command(store.url, store.database, thing), DIM)
             if time.monotonic() >= next_status:
                 next_status += 5
                 st = subprocess.run(
@@ -311,7 +316,7 @@ def main() -> int:
         say("readings still in the spool are sent on the next start; nothing is dropped.", DIM)
         ingest.flush()
         assert ingest.client is not None
-        stored_ok = show_store(ingest.client, thing, say)
+        stored_ok = show_store(ingest.client, thing, say, emu.state_dir)
         return 0 if got and not gaps and rc == 0 and shown and stored_ok else 1
     finally:
         if agent is not None and agent.poll() is None:

@@ -1,11 +1,13 @@
 """The end of ``make demo``: read the readings back from the local twin's InfluxDB (the same queries
 an operator's dashboard runs) and draw each sensor's methane over the demo in the terminal, then
-print the store's own completeness report for the device."""
+print the store's own completeness report for the device, and how to query the store yourself
+(while the demo runs, or afterwards by serving its state again)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from cloud.completeness import device_report
 from cloud.influx import InfluxClient, quote_string
@@ -36,9 +38,13 @@ def draw(sensor: str, points: list[tuple[int, float]]) -> str:
     return str(fig.build())
 
 
-def show_store(client: InfluxClient, thing: str, say: Callable[[str], None]) -> bool:
+def completeness_command(url: str, database: str, thing: str) -> str:
+    return f"methane-agent cloud completeness --influx-url {url} --database {database} --thing {thing}"
+
+
+def show_store(client: InfluxClient, thing: str, say: Callable[[str], None], state_dir: Path) -> bool:
     """Draw the charts and the completeness line; True when the store holds the device's readings
-    without a gap."""
+    without a gap. ``state_dir``: the emulator's, which serves this store again after the demo."""
     series = methane_series(client, thing)
     say(f"\nthe database ({client.url}, database {client.database!r}) now holds:")
     for sensor, points in sorted(series.items()):
@@ -46,6 +52,9 @@ def show_store(client: InfluxClient, thing: str, say: Callable[[str], None]) -> 
     rep = device_report(client, thing)
     say(f"completeness from the store: {rep.received} of {rep.expected} readings, gaps {rep.gaps or 'none'}, "
         f"{rep.duplicates_dropped} duplicates dropped, uptime {rep.uptime_fraction}")
-    say(f"try: methane-agent cloud completeness --influx-url {client.url} --database {client.database} "
-        f"--thing {thing}  (while the demo runs)")
+    # The store stops with the demo; its data stays in the emulator's state directory.
+    say(f"the store stops with the demo. To query it afterwards, serve it again: methane-agent emulator serve "
+        f"--state-dir {state_dir} --ingest, then in another terminal "
+        f"{completeness_command('URL', client.database, thing)} with URL the influx_url under \"ingest\" in "
+        f"{state_dir / 'emulator.json'} (a new port each time)")
     return bool(series) and rep.received > 0 and not rep.gaps

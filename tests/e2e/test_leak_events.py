@@ -19,14 +19,14 @@ INTERVAL_S = 0.1
 QUIET_STORE_S = 1.0
 PRETRIGGER_S = 2.0
 PEAK_PPM = 300.0
-PLUME_S = 3.0
+PLUME_S = 2.0
 
 
 def leak_config(path, info, state):
     config = write_config(path, info, state, interval=INTERVAL_S)
     config.write_text(config.read_text().replace(
         "settings = { seed = 3 }",
-        f"settings = {{ seed = 3, noise_ppm = 0.0, plumes = [{{ start_s = 3, duration_s = {PLUME_S}, "
+        f"settings = {{ seed = 3, noise_ppm = 0.0, plumes = [{{ start_s = 2, duration_s = {PLUME_S}, "
         f"peak_ppm = {PEAK_PPM} }}] }}\n"
         "[sensors.leak]\n"
         "margin_ppm = 10\nmin_duration_s = 0.3\nend_after_s = 0.5\nbackground_window_s = 10\n"
