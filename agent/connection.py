@@ -18,14 +18,12 @@ session (see agent/link/README.md).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from awscrt import mqtt5
 from awscrt.exceptions import AwsCrtError
@@ -35,7 +33,7 @@ from agent.link.backoff import ReconnectPolicy
 from agent.link.probe import probe
 from agent.link.watch import WATCHES, NetworkWatch
 from agent.status_model import LinkHealth
-from iotmqtt import Lifecycle, Target, build_client, describe_failure, failure_kind, retrieve_exception
+from iotmqtt import Lifecycle, Target, awaitable, build_client, describe_failure, failure_kind
 from iotmqtt.errors import is_offline, is_too_large
 
 log = logging.getLogger(__name__)
@@ -79,16 +77,6 @@ class ConnectionStats:
     publishes: int = 0
     subscriptions_refused: int = 0
     publish_times: list[float] = field(default_factory=list)
-
-
-def _awaitable(fut: concurrent.futures.Future[Any]) -> asyncio.Future[Any]:
-    """Await an awscrt operation without ever cancelling its future: a cancelled wait (shutdown,
-    a timeout) must leave awscrt to complete the operation itself, or its callback thread hits
-    InvalidStateError on a future we cancelled under it. The outcome is always retrieved, so an
-    operation whose waiter gave up does not log 'Future exception was never retrieved' later."""
-    inner = asyncio.wrap_future(fut)
-    inner.add_done_callback(retrieve_exception)
-    return asyncio.shield(inner)
 
 
 def _topic_matches(filter_: str, topic: str) -> bool:
@@ -531,7 +519,7 @@ class Connection:
             packet = mqtt5.SubscribePacket(
                 subscriptions=[mqtt5.Subscription(f, mqtt5.QoS(qos)) for f in chunk]
             )
-            suback = await _awaitable(self.client.subscribe(packet))
+            suback = await awaitable(self.client.subscribe(packet))
             for f, code in zip(chunk, suback.reason_codes, strict=False):
                 if int(code) >= 0x80:
                     refused.append(f)
@@ -557,7 +545,7 @@ class Connection:
         token = object()
         self._outstanding[token] = time.monotonic()
         try:
-            result = await _awaitable(self.client.publish(packet))
+            result = await awaitable(self.client.publish(packet))
         except AwsCrtError as exc:
             raise PublishError(
                 f"{exc.name}: {exc.message}", too_large=is_too_large(exc.name), offline=is_offline(exc.name)

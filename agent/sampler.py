@@ -126,7 +126,8 @@ class SensorTask:
             driver.calibrate(kind, value)
 
         loop = asyncio.get_running_loop()
-        await asyncio.wait_for(loop.run_in_executor(self._executor, run), timeout_s)
+        async with asyncio.timeout(timeout_s):  # not wait_for: it can lose a shutdown's cancel (3.11)
+            await loop.run_in_executor(self._executor, run)
 
     def _read_blocking(self) -> list[Measurement]:
         if not self._opened:
@@ -206,19 +207,11 @@ class SensorTask:
         h.state = "ok"
         h.last_read_wall = ts_ms / 1000
         items = []
+        sid = self.conf.id
         for m in measurements:
-            items.append(
-                Reading.new(
-                    ts_ms=ts_ms,
-                    clock_synced=synced,
-                    sensor_id=self.conf.id,
-                    quantity=m.quantity,
-                    value=float(m.value),
-                    unit=m.unit,
-                    flags=tuple(sorted(m.flags)),
-                )
-            )
-            h.last_values[m.quantity] = {"value": m.value, "unit": m.unit, "flags": sorted(m.flags)}
+            flags = tuple(sorted(m.flags)) if m.flags else ()
+            items.append(Reading.new(ts_ms, synced, sid, m.quantity, float(m.value), m.unit, flags))
+            h.last_values[m.quantity] = {"value": m.value, "unit": m.unit, "flags": list(flags)}
         if items:
             self.sink(items)
 

@@ -13,12 +13,13 @@ from iotmqtt.errors import (
     is_refusal,
     is_too_large,
 )
-from iotmqtt.factory import Lifecycle, Target, build_client, retrieve_exception
+from iotmqtt.factory import Lifecycle, Target, awaitable, build_client, retrieve_exception
 
 __all__ = [
     "FailureKind",
     "Lifecycle",
     "Target",
+    "awaitable",
     "build_client",
     "describe_failure",
     "failure_kind",

@@ -125,3 +125,16 @@ def retrieve_exception(fut: asyncio.Future[Any] | concurrent.futures.Future[Any]
     was never retrieved' for an outcome the caller already handled."""
     if not fut.cancelled():
         fut.exception()
+
+
+def awaitable(fut: concurrent.futures.Future[Any]) -> asyncio.Future[Any]:
+    """Await an awscrt operation without ever cancelling its future: a cancelled wait (shutdown,
+    a timeout) must leave awscrt to complete the operation itself, or its callback thread hits
+    InvalidStateError on a future we cancelled under it. The outcome is always retrieved, so an
+    operation whose waiter gave up does not log 'Future exception was never retrieved' later.
+    Bound the wait with ``asyncio.timeout``, not ``asyncio.wait_for``: on Python 3.11 wait_for
+    returns the result when a cancellation arrives in the same loop turn as the outcome, and the
+    cancelled task runs on (see agent/remote/service_client.call)."""
+    inner = asyncio.wrap_future(fut)
+    inner.add_done_callback(retrieve_exception)
+    return asyncio.shield(inner)

@@ -250,7 +250,8 @@ class JobRunner:
         status, info = S.SUCCEEDED, {"action": name}
         result: Result | None = None
         try:
-            result = await asyncio.wait_for(action.run(ctx, params, progress), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can lose a shutdown's cancel (3.11)
+                result = await action.run(ctx, params, progress)
             info.update(result.details)
         except TimeoutError:
             status, info = S.FAILED, {"action": name, "reason": f"timed out after {timeout:g} s"}

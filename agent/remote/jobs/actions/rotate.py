@@ -69,7 +69,8 @@ class _LivePause:
     async def reconnected(self, wait_s: float) -> None:
         """The final status goes out on this connection: give it a moment to come back."""
         try:
-            await asyncio.wait_for(self.conn.connected.wait(), wait_s)
+            async with asyncio.timeout(wait_s):  # not wait_for: it can lose a shutdown's cancel (3.11)
+                await self.conn.connected.wait()
         except TimeoutError:
             log.warning("agent connection not back yet after the certificate proof")
 
