@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 UNNUMBERED = 0  # ``seq`` of a reading the spool has not taken yet (real numbers start at 1)
 
@@ -44,7 +44,9 @@ class Reading:
         return cls(UNNUMBERED, ts_ms, clock_synced, sensor_id, quantity, value, unit, flags, alarm)
 
     def numbered(self, seq: int) -> Reading:
-        return replace(self, seq=seq)
+        # The constructor, not dataclasses.replace (several times slower; once per reading).
+        return Reading(seq, self.ts_ms, self.clock_synced, self.sensor_id, self.quantity, self.value, self.unit,
+                       self.flags, self.alarm)
 
 
 # The name the sampler and older callers use for a reading before the spool numbered it: the same

@@ -304,11 +304,11 @@ class Spool:
         until the next commit. All items are validated first: one bad item raises and nothing is
         appended."""
         self._store.require()
-        checked = [check_reading(i, item) for i, item in enumerate(items)]
-        if not checked:
-            return []
         first = self._next_seq
-        out = [item.numbered(first + i) for i, item in enumerate(checked)]
+        # Checked and numbered in one pass; nothing is kept until every item passed.
+        out = [check_reading(i, item, first + i) for i, item in enumerate(items)]
+        if not out:
+            return []
         self._next_seq += len(out)
         if self._pending_since is None:
             self._pending_since = self._clock()

@@ -41,7 +41,15 @@ def check_seq(name: str, value: object) -> int:
     return value
 
 
+# Text already found valid: sensor ids, quantities, units and flags repeat in every reading, and
+# encoding each to prove it is UTF-8 was a large part of the per-reading cost. Bounded.
+_VALID_TEXT: set[str] = set()
+_VALID_TEXT_MAX = 4096
+
+
 def _check_text(index: int, name: str, value: object, *, allow_empty: bool = False) -> str:
+    if type(value) is str and value in _VALID_TEXT:
+        return value
     if not isinstance(value, str):
         raise TypeError(f"reading #{index}: {name} must be a str, got {type(value).__name__}")
     if not value and not allow_empty:
@@ -50,11 +58,16 @@ def _check_text(index: int, name: str, value: object, *, allow_empty: bool = Fal
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ValueError(f"reading #{index}: {name} is not valid UTF-8 text: {exc.reason}") from None
+    if value and type(value) is str:  # not a subclass: its __hash__/__eq__ could lie
+        if len(_VALID_TEXT) >= _VALID_TEXT_MAX:
+            _VALID_TEXT.clear()
+        _VALID_TEXT.add(value)
     return value
 
 
-def check_reading(index: int, item: object) -> Reading:
-    """Validate one incoming reading; the error names the reading and the field."""
+def check_reading(index: int, item: object, seq: int = UNNUMBERED) -> Reading:
+    """Validate one incoming reading; the error names the reading and the field. Returns it
+    normalised (value a float, flags a tuple) with sequence number ``seq``."""
     if not isinstance(item, Reading):
         raise TypeError(f"reading #{index}: expected a Reading, got {type(item).__name__}")
     if item.seq != UNNUMBERED:
@@ -75,14 +88,15 @@ def check_reading(index: int, item: object) -> Reading:
         raise ValueError(f"reading #{index}: value {item.value} is too large for a float") from None
     if not isinstance(item.flags, tuple | list):
         raise TypeError(f"reading #{index}: flags must be a tuple of str, got {type(item.flags).__name__}")
-    flags = tuple(_check_text(index, "flag", f) for f in item.flags)
-    return Reading.new(
-        ts_ms=item.ts_ms,
-        clock_synced=item.clock_synced,
-        sensor_id=_check_text(index, "sensor_id", item.sensor_id),
-        quantity=_check_text(index, "quantity", item.quantity),
-        value=value,
-        unit=_check_text(index, "unit", item.unit, allow_empty=True),
-        flags=flags,
-        alarm=item.alarm,
+    flags = tuple([_check_text(index, "flag", f) for f in item.flags]) if item.flags else ()
+    return Reading(
+        seq,
+        item.ts_ms,
+        item.clock_synced,
+        _check_text(index, "sensor_id", item.sensor_id),
+        _check_text(index, "quantity", item.quantity),
+        value,
+        _check_text(index, "unit", item.unit, allow_empty=True),
+        flags,
+        item.alarm,
     )
