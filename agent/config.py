@@ -50,7 +50,10 @@ class ConnectionConfig(_Section):
     ping_timeout_ms: int = Field(
         15_000, ge=1000, le=600_000, description="a PINGREQ unanswered this long = dead link; <= keep_alive_s/2"
     )
-    min_reconnect_delay_ms: int = Field(1000, ge=100, le=600_000)
+    min_reconnect_delay_ms: int = Field(
+        10_000, ge=100, le=600_000,
+        description="first full-jitter window after the broker dropped us; 10 s keeps a fleet's herd in check",
+    )
     max_reconnect_delay_ms: int = Field(
         60_000, ge=1000, le=3_600_000, description="full-jitter window cap while the broker is down"
     )

@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                      help="worker processes provisioning gateways at once (default 4)")
     sim.add_argument("--batch-max-age", type=float, default=60.0, help="gateways' uplink.batch_max_age_s")
     sim.add_argument("--max-reconnect-delay-ms", type=int, default=30_000, help="gateways' reconnect backoff bound")
+    sim.add_argument("--min-reconnect-delay-ms", type=int, default=None,
+                     help="gateways' first reconnect window (default: the agent's, 10000)")
     sim.add_argument("--outage", type=float, default=10.0, help="broker-restart: seconds the broker stays down")
     sim.add_argument("--rollout-per-minute", type=int, default=600, help="rollout: maximumPerMinute (1-1000)")
     sim.add_argument("--legacy-fraction", type=float, default=0.2,
@@ -67,6 +69,7 @@ def simulate_cmd(args: argparse.Namespace) -> int:
             devices=args.devices, duration_s=args.duration, scenarios=args.scenarios or list(SCENARIOS),
             workdir=workdir, emulator_dir=args.emulator_dir, aws=aws, provision_parallel=args.provision_parallel,
             batch_max_age_s=args.batch_max_age, max_reconnect_delay_ms=args.max_reconnect_delay_ms,
+            min_reconnect_delay_ms=args.min_reconnect_delay_ms,
             outage_s=args.outage, rollout_per_minute=args.rollout_per_minute, legacy_fraction=args.legacy_fraction,
             abort_threshold_percent=args.abort_threshold, seed=args.seed, progress_s=args.progress,
         )

@@ -10,6 +10,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agent import config as cfg
 from agent.identity_setup import IdentitySetupError, prepare_identity
@@ -130,5 +131,19 @@ class SimDevice:
             self.agent.request_stop()
             done, _ = await asyncio.wait({self.task}, timeout=timeout_s)
             if not done:
-                self.error = f"agent: did not stop within {timeout_s:.0f} s"
-                log.error("gateway did not stop", extra={"thing": self.thing, "timeout_s": timeout_s})
+                where = awaiting(self.task)
+                self.error = f"agent: did not stop within {timeout_s:.0f} s (waiting in {where})"
+                log.error("gateway did not stop", extra={"thing": self.thing, "timeout_s": timeout_s, "where": where})
+
+
+def awaiting(task: asyncio.Task[int]) -> str:
+    """Where a stuck task waits: its coroutines' await chain, outermost first (function:line);
+    ``Task.get_stack`` shows only the outermost frame of a suspended coroutine."""
+    chain: list[str] = []
+    coro: Any = task.get_coro()
+    while coro is not None and len(chain) < 40:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " > ".join(chain) or "?"

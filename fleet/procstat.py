@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -31,6 +32,23 @@ def sample(pid: int | None = None) -> Sample:
                 rss_kb = int(line.split()[1])
                 break
     return Sample(time.monotonic(), cpu, rss_kb / 1024)
+
+
+def threads_cpu_s(prefix: str) -> float:
+    """utime+stime of this process's Python threads whose name starts with ``prefix`` (the
+    in-process emulator's threads are all ``emulator-*``), from /proc/self/task/<tid>/stat; a
+    thread that ended meanwhile counts 0."""
+    total = 0.0
+    for t in threading.enumerate():
+        if not t.name.startswith(prefix) or t.native_id is None:
+            continue
+        try:
+            with open(f"/proc/self/task/{t.native_id}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / _TICKS
+    return total
 
 
 def cpu_percent(a: Sample, b: Sample) -> float:

@@ -18,6 +18,8 @@ CHANNELS = ["methane", "temperature", "humidity", "pressure"]
 CURRENT_SENSORS = ("ch4", "env")
 LEGACY_SENSORS = ("ch4-legacy", "env-legacy")
 DEVICES_PER_SITE = 10
+INTERVAL_S = 1.0
+READINGS_PER_GATEWAY_S = 2 * len(CHANNELS) / INTERVAL_S  # two heads of four channels
 
 
 @dataclass(frozen=True)
@@ -72,12 +74,12 @@ def _sensor(sid: str, seed: int, p: DeviceProfile, rng: random.Random, head: int
         settings["fault_rate"] = 0.05
     if p.warming:
         settings["warmup_s"] = 120.0
-    return {"id": sid, "driver": "simulated", "interval_s": 1.0, "settings": settings,
-            "alarms": [{"quantity": "methane", "high": 1000.0}]}
+    return {"id": sid, "driver": "simulated", "interval_s": INTERVAL_S, "settings": settings,
+            "alarms": [{"quantity": "methane", "alarm": 1000.0, "clear_margin": 100.0, "latch": False}]}
 
 
 def write_config(p: DeviceProfile, folder: Path, ep: Endpoint, *, batch_max_age_s: float,
-                 max_reconnect_delay_ms: int, log_level: str) -> Path:
+                 max_reconnect_delay_ms: int, log_level: str, min_reconnect_delay_ms: int | None = None) -> Path:
     """The gateway's own TOML file (and its serial-number file), as an installer would write them."""
     folder.mkdir(parents=True, exist_ok=True)
     serial_file = folder / "serial"
@@ -87,7 +89,8 @@ def write_config(p: DeviceProfile, folder: Path, ep: Endpoint, *, batch_max_age_
     conf: dict[str, Any] = {
         "state_dir": str(folder / "state"),
         "device": {"site_id": p.site},
-        "connection": {"endpoint": ep.host, "port": ep.port, "keep_alive_s": 60, "min_reconnect_delay_ms": 1000,
+        "connection": {"endpoint": ep.host, "port": ep.port, "keep_alive_s": 60,
+                       **({"min_reconnect_delay_ms": min_reconnect_delay_ms} if min_reconnect_delay_ms else {}),
                        "max_reconnect_delay_ms": max_reconnect_delay_ms,
                        **({"ca_file": str(ep.ca_file)} if ep.ca_file else {})},
         "spool": {"commit_interval_s": 1.0},

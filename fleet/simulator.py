@@ -16,20 +16,23 @@ import resource
 import signal
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from agent.config import ConnectionConfig
 from cloud.seqranges import runs
-from fleet.device import SimDevice
-from fleet.procstat import cpu_percent, percentile, sample
-from fleet.profiles import CURRENT_SENSORS, Endpoint, fleet_profiles, write_config
+from fleet.device import SimDevice, awaiting
+from fleet.procstat import cpu_percent, percentile, sample, threads_cpu_s
+from fleet.profiles import CURRENT_SENSORS, READINGS_PER_GATEWAY_S, Endpoint, fleet_profiles, write_config
 
 log = logging.getLogger(__name__)
 
 SCENARIOS = ("cold-start", "steady", "broker-restart", "rollout", "completeness")
 EMULATOR_ONLY = ("broker-restart", "rollout")
 FLEET_GROUP = "methane-fleet"
+EMULATOR_THREADS = "emulator-"  # the name prefix of every thread the in-process emulator starts
 
 
 class SimulationError(Exception):
@@ -47,6 +50,7 @@ class Options:
     provision_parallel: int = 4
     batch_max_age_s: float = 60.0
     max_reconnect_delay_ms: int = 30_000
+    min_reconnect_delay_ms: int | None = None  # None: the agent's default
     outage_s: float = 10.0
     rollout_per_minute: int = 600
     legacy_fraction: float = 0.2
@@ -103,6 +107,10 @@ class FleetSimulator:
                                   "or create jobs through its admin API)")
         if opts.devices < 1:
             raise SimulationError("--devices must be at least 1")
+        min_ms = opts.min_reconnect_delay_ms or ConnectionConfig.model_fields["min_reconnect_delay_ms"].default
+        if min_ms > opts.max_reconnect_delay_ms:
+            raise SimulationError(f"the first reconnect window ({min_ms} ms) exceeds --max-reconnect-delay-ms "
+                                  f"({opts.max_reconnect_delay_ms}); give --min-reconnect-delay-ms")
         self.opts = opts
         self.out = out
         self.emu: Any = None
@@ -148,7 +156,8 @@ class FleetSimulator:
         profiles = fleet_profiles(o.devices, o.seed, o.legacy_fraction)
         for p in profiles:
             path = write_config(p, o.workdir / p.serial, endpoint, batch_max_age_s=o.batch_max_age_s,
-                                max_reconnect_delay_ms=o.max_reconnect_delay_ms, log_level=o.log_level)
+                                max_reconnect_delay_ms=o.max_reconnect_delay_ms, log_level=o.log_level,
+                                min_reconnect_delay_ms=o.min_reconnect_delay_ms)
             self.devices.append(SimDevice(p, path))
         ticker = asyncio.get_running_loop().create_task(self._ticker())
         base = sample()
@@ -166,6 +175,8 @@ class FleetSimulator:
             self.phase = "stopping"
             await asyncio.gather(*(d.stop() for d in self.devices), return_exceptions=True)
             ticker.cancel()
+            if any(d.error and "did not stop" in d.error for d in self.devices):
+                self.report["stuck_tasks"] = stuck_tasks()
         self.report["baseline_rss_mb"] = round(base.rss_mb, 1)
         self.report["errors"] = [d.error for d in self.devices if d.error][:20]
         return self.report
@@ -219,19 +230,28 @@ class FleetSimulator:
         publishing_s = await self._wait("every gateway publishing", lambda: all(d.acked > 0 for d in live),
                                         self.opts.batch_max_age_s * 2 + 60)
         broker_pid = self._broker_pid()
-        a0, b0 = sample(), sample(broker_pid) if broker_pid else None
+        a0, b0, e0 = sample(), sample(broker_pid) if broker_pid else None, threads_cpu_s(EMULATOR_THREADS)
         p0 = sum(d.produced for d in live)
         await asyncio.sleep(self.opts.duration_s)
-        a1, b1 = sample(), sample(broker_pid) if broker_pid else None
+        a1, b1, e1 = sample(), sample(broker_pid) if broker_pid else None, threads_cpu_s(EMULATOR_THREADS)
         p1 = sum(d.produced for d in live)
         n = max(1, len(live))
-        agent_cpu = cpu_percent(a0, a1)
+        process_cpu = cpu_percent(a0, a1)
+        # The in-process emulator's services and telemetry recorder (the cloud side) run on their
+        # own threads in this process: their CPU is reported apart, not charged to the gateways.
+        emulator_cpu = 100.0 * (e1 - e0) / max(1e-9, a1.wall - a0.wall)
+        agent_cpu = max(0.0, process_cpu - emulator_cpu)
         self.report["cpu_percent_per_device"] = round(agent_cpu / n, 4)
         self.report["rss_mb_per_device"] = round(a1.rss_mb / n, 3)
         steady: dict[str, Any] = {
             "window_s": round(a1.wall - a0.wall, 1), "all_publishing_after_s": round(publishing_s, 1),
             "readings_per_s": round((p1 - p0) / (a1.wall - a0.wall), 1),
-            "agent_process_cpu_percent": round(agent_cpu, 2), "agent_process_rss_mb": round(a1.rss_mb, 1),
+            "readings_per_s_expected": len(live) * READINGS_PER_GATEWAY_S,
+            "process_cpu_percent": round(process_cpu, 2), "emulator_threads_cpu_percent": round(emulator_cpu, 2),
+            "agent_cpu_percent": round(agent_cpu, 2), "agent_process_rss_mb": round(a1.rss_mb, 1),
+            # CPU per reading is what a starved run (fewer readings than the fleet should make:
+            # a loaded machine, or more gateways than one process can drive) still measures right.
+            "agent_cpu_us_per_reading": round(agent_cpu / 100 * 1e6 / max(1.0, (p1 - p0) / (a1.wall - a0.wall)), 1),
         }
         if b0 is not None and b1 is not None:
             broker_cpu = cpu_percent(b0, b1)
@@ -363,6 +383,14 @@ class FleetSimulator:
         self.report["readings_lost"] = lost
         out.update(committed=committed, received=received, lost=lost, left_in_spools=spooled)
         self.report["scenarios"]["completeness"] = out
+
+
+def stuck_tasks(top: int = 10) -> list[dict[str, Any]]:
+    """Agents that did not stop: every task still pending, grouped by name and await chain, most
+    common first (what a stuck stop waits for; a task awaiting a future shows where it awaits)."""
+    me = asyncio.current_task()
+    counts = Counter(f"{t.get_name().split('-')[0]}: {awaiting(t)}" for t in asyncio.all_tasks() if t is not me)
+    return [{"tasks": n, "where": where} for where, n in counts.most_common(top)]
 
 
 def opts_fds(devices: int) -> int:

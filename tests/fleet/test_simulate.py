@@ -25,7 +25,8 @@ def test_small_fleet_runs_every_scenario(tmp_path):
     emu_dir, report = tmp_path / "emu", tmp_path / "report.json"
     proc = subprocess.run(
         [sys.executable, "-m", "agent", "fleet", "simulate", "--emulator-dir", str(emu_dir), "--devices", str(N),
-         "--duration", "3", "--batch-max-age", "2", "--outage", "2", "--max-reconnect-delay-ms", "4000",
+         "--duration", "3", "--batch-max-age", "2", "--outage", "2",
+         "--min-reconnect-delay-ms", "500", "--max-reconnect-delay-ms", "4000",
          "--rollout-per-minute", "300", "--legacy-fraction", "0.2", "--progress", "2", "--report", str(report)],
         cwd=ROOT, capture_output=True, text=True, timeout=400,
     )
@@ -72,4 +73,7 @@ def test_bad_arguments_are_refused_with_a_reason(tmp_path):
     assert p.returncode == 2 and "need the emulator" in p.stderr
     p = run("--devices", "2", "--endpoint", "example.com")
     assert p.returncode == 2 and "--claim-cert" in p.stderr
+    # The agent's first reconnect window (10 s) cannot exceed the bound given: said before any gateway starts.
+    p = run("--devices", "2", "--emulator-dir", str(tmp_path / "e"), "--max-reconnect-delay-ms", "4000")
+    assert p.returncode == 2 and "--min-reconnect-delay-ms" in p.stderr
     assert not (tmp_path / "e").exists()
