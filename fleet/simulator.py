@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 SCENARIOS = ("cold-start", "steady", "broker-restart", "rollout", "completeness")
 EMULATOR_ONLY = ("broker-restart", "rollout")
 FLEET_GROUP = "methane-fleet"
+STOP_WAVE = 50  # agents asked to stop at once at the end of the run
 EMULATOR_THREADS = "emulator-"  # the name prefix of every thread the in-process emulator starts
 
 
@@ -173,7 +174,11 @@ class FleetSimulator:
             await self._completeness()
         finally:
             self.phase = "stopping"
-            await asyncio.gather(*(d.stop() for d in self.devices), return_exceptions=True)
+            # In waves: each agent's last spool commit, fold and clean-shutdown mark run on this one
+            # loop, so 1,000 stops requested at once finish one after another, and a fixed
+            # did-not-stop timeout would fire for agents that were only queued behind the others.
+            for i in range(0, len(self.devices), STOP_WAVE):
+                await asyncio.gather(*(d.stop() for d in self.devices[i:i + STOP_WAVE]), return_exceptions=True)
             ticker.cancel()
             if any(d.error and "did not stop" in d.error for d in self.devices):
                 self.report["stuck_tasks"] = stuck_tasks()
