@@ -2,13 +2,12 @@
 store after the demo's pipeline: the demo's agent config (``emulator.demo.agent_config``), fleet
 provisioning, shadow, and the ingest into a private influxd. Each must return the demo's data.
 
-The agent does not publish alarm events yet (issue 12, another helper); until it does, the test
-publishes one event in the pinned JSON on the device's alarm topic, as the agent will."""
+The alarm annotations come from the agent itself: the demo's scripted plume raises, escalates and
+clears a methane alarm, and the ingest stores those events."""
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ from emulator.ingest import LocalIngest
 from emulator.services.device_services import DeviceServices
 from tests.e2e.conftest import AgentProc
 from tests.eventually import eventually
-from tests.mqtt_client import MqttClient
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = json.loads((ROOT / "cloud" / "grafana" / "methane-dashboard.json").read_text())
@@ -59,15 +57,11 @@ def demo_store(tmp_path_factory):
         client = ingest.client
         assert client is not None
         try:
+            # Readings, device status, and the plume's alarm events up to its clearing to normal.
             eventually(lambda: client.query_one('SELECT count("seq") FROM "methane"')
-                       and client.query_one('SELECT count("spool_depth") FROM "device_status"'), 90, 0.5,
-                       what="readings and device status in the store")
-            thing = json.loads((base / "agent-state" / "identity" / "identity.json").read_text())["thing_name"]
-            event = {"type": "raised", "level": "warn", "sensor_id": "site-sim", "quantity": "methane",
-                     "value": 5200.0, "threshold": 5000.0, "ts_ms": int(time.time() * 1000), "seq": 1}
-            with MqttClient.for_admin(info) as admin:
-                admin.publish(f"dt/methane/demo-site/{thing}/alarm", json.dumps(event))
-            time.sleep(2)
+                       and client.query_one('SELECT count("spool_depth") FROM "device_status"')
+                       and client.query_one('SELECT count("value") FROM "alarm_event" WHERE "level" = \'normal\''),
+                       90, 0.5, what="readings, device status and alarm events in the store")
         finally:
             agent.terminate()
         ingest.flush()

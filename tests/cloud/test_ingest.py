@@ -4,7 +4,9 @@ ledger of seq ranges, and the dead-letter path (whole message, reason, never hal
 from __future__ import annotations
 
 import base64
+import json
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +19,8 @@ from cloud.deadletter import Message, message_of
 from cloud.influx import InfluxClient, StoreUnavailable
 from cloud.ingest import Ingestor, parse_topic
 from tests.cloud.conftest import DEVICE, EPOCH, SITE, T0, TOPIC, count, message, readings
+
+PAYLOADS = Path(__file__).resolve().parent / "payloads"
 
 
 def test_batch_is_stored_point_per_reading_with_schema(ingestor, client):
@@ -144,13 +148,14 @@ def test_basic_ingest_topic_and_alarm_events(ingestor, client):
     basic = f"$aws/rules/methane_telemetry/{TOPIC}"
     assert parse_topic(basic).thing == DEVICE
     assert ingestor.handle(Message(basic, message(readings(1, 4)).payload, None, 1)).received == 4
-    event = b'{"type":"raised","level":"alarm","sensor_id":"sim-1","quantity":"methane","value":12000.5,' \
-            b'"threshold":10000,"ts_ms":1700000000000,"seq":42}'
-    res = ingestor.handle(Message(f"dt/methane/{SITE}/{DEVICE}/alarm", event, None, 2))
+    # The agent's own first event of a plume, byte for byte (tests/cloud/capture_payloads.py).
+    captured = json.loads((PAYLOADS / "alarm-events.json").read_text())[0]
+    event = captured["payload"].encode()
+    res = ingestor.handle(Message(f"dt/methane/{SITE}/{DEVICE}/alarm", event, captured["content_type"], 2))
     assert res.status == "stored"
     row = client.query_one('SELECT * FROM "alarm_event"')[0].rows()[0]
-    assert (row["type"], row["level"], row["value"], row["threshold"], row["seq"]) == ("raised", "alarm", 12000.5,
-                                                                                       10000.0, 42)
+    assert (row["type"], row["level"], row["value"], row["threshold"], row["seq"]) == ("raised", "warn", 10.3876,
+                                                                                       10.0, 65)
     bad = ingestor.handle(Message(f"dt/methane/{SITE}/{DEVICE}/alarm", b'{"type":"exploded"}', None, 3))
     assert bad.stage == "decode" and "exploded" in bad.reason
 
