@@ -65,7 +65,9 @@ class AlarmFeature:
     def __init__(self, sensors: list[Any], events_path: Path, *, site: str, device: str,
                  clock_synced: Callable[[], bool], keep_sent: int = 10_000,
                  outputs: list[OutputConfig] | None = None, pin_factory: Any = None,
-                 set_fast: Callable[[str, bool], None] | None = None) -> None:
+                 set_fast: Callable[[str, bool], None] | None = None,
+                 leak_clock: Callable[[], float] = time.monotonic) -> None:
+        """``leak_clock``: the monotonic seconds the leak detectors time events by (a test's own)."""
         self.engine = AlarmEngine()
         self.site, self.device = site, device
         self.clock_synced = clock_synced
@@ -75,7 +77,7 @@ class AlarmFeature:
         self._last_seq: dict[str, int] = {}
         self._sensors = sensors
         self.store_errors = 0
-        self.leaks = LeakCapture(set_fast)
+        self.leaks = LeakCapture(set_fast, clock=leak_clock)
         self.outputs = OutputManager(outputs or [], self._output_problem_threadsafe, pin_factory)
         self._loop: asyncio.AbstractEventLoop | None = None
 

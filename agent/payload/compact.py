@@ -59,12 +59,16 @@ def _dictionary() -> bytes:
 ZDICT = _dictionary()
 
 
-def _compress(data: bytes) -> bytes:
+def deflate_structure(data: bytes) -> bytes:
+    """The structure section's codec: raw DEFLATE with the format's preset dictionary (a fuzzer
+    wraps hostile structures with it to reach the parser behind the inflate)."""
     c = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=ZDICT)
     return c.compress(data) + c.flush()
 
 
-def _decompress(data: bytes) -> bytes:
+def inflate_structure(data: bytes) -> bytes:
+    """The inverse of ``deflate_structure``, bounded: a PayloadError for a section that does not
+    inflate, inflates beyond MAX_STRUCTURE_BYTES, or has bytes after its end."""
     d = zlib.decompressobj(-15, zdict=ZDICT)
     try:
         out = d.decompress(data, MAX_STRUCTURE_BYTES + 1)
@@ -263,7 +267,7 @@ class Analysis:
         parts: list[str] = []
         for s in self.series_list[:n_series]:
             _series_values(s, bisect_left(s.positions, n), self.readings, out, parts)
-        structure = _compress(bytes(out))
+        structure = deflate_structure(bytes(out))
         body = bytearray(HEADER)
         put_varint(body, len(structure))
         body += structure
@@ -376,7 +380,7 @@ def decode(payload: bytes) -> Batch:
         raise PayloadError("bad CRC: the payload is corrupted or truncated")
     head = Reader(payload, len(HEADER), len(payload) - CRC_BYTES)
     size = head.varint("structure length")
-    structure = _decompress(head.take(size, "structure section"))
+    structure = inflate_structure(head.take(size, "structure section"))
     bits = rice.BitReader(head.take(head.remaining(), "value bits"))
     return _parse(structure, bits)
 

@@ -112,9 +112,7 @@ def test_capture_stores_quietly_commits_the_pretrigger_ring_and_asks_for_fast_re
 def test_leak_events_are_stored_and_listed(tmp_path):
     f = feature_from_toml(tmp_path, '[[sensors]]\nid = "ch4"\ndriver = "simulated"\ninterval_s = 1\n'
                           '[sensors.leak]\nmargin_ppm = 10\nmin_duration_s = 0\nend_after_s = 0\n'
-                          'background_window_s = 20\nfast_interval_s = 0.2\n')
-    clock = Clock()
-    f.leaks._clock = clock
+                          'background_window_s = 20\nfast_interval_s = 0.2\n', leak_clock=(clock := Clock()))
     f.open()
     spool = FakeSpool()
     for i, v in enumerate([2.0] * 12 + [40.0, 60.0, 2.0]):

@@ -35,7 +35,7 @@ def _varint(n: int) -> bytes:
 
 def _wrap(structure: bytes, *, deflated: bytes | None = None, rest: bytes = b"") -> bytes:
     """A compact payload with a correct CRC around any inner bytes, to reach the parser behind it."""
-    inner = deflated if deflated is not None else compact._compress(structure)
+    inner = deflated if deflated is not None else compact.deflate_structure(structure)
     body = bytearray(compact.HEADER) + _varint(len(inner)) + inner + rest
     return bytes(body) + zlib.crc32(body).to_bytes(4, "little")
 
@@ -43,7 +43,7 @@ def _wrap(structure: bytes, *, deflated: bytes | None = None, rest: bytes = b"")
 def _split(good: bytes) -> tuple[bytes, bytes]:
     rd = Reader(good, len(compact.HEADER))
     size = rd.varint("len")
-    structure = compact._decompress(rd.take(size, "structure"))
+    structure = compact.inflate_structure(rd.take(size, "structure"))
     return structure, good[rd.pos : -4]
 
 

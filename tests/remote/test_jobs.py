@@ -296,7 +296,7 @@ def test_final_status_lost_in_transit_is_sent_again_not_reported_interrupted(gat
         agent = Agent(gateway.conf())
         async with running(agent):
             jobs = jobs_of(agent)
-            real_update = jobs._update
+            real_update = jobs.update_execution
             dropped: list[str] = []
 
             async def flaky_update(job_id: str, status: str, info: dict[str, Any]) -> None:
@@ -305,7 +305,7 @@ def test_final_status_lost_in_transit_is_sent_again_not_reported_interrupted(gat
                     raise TimeoutError("simulated: the link dropped as the final status was sent")
                 await real_update(job_id, status, info)
 
-            jobs._update = flaky_update
+            jobs.update_execution = flaky_update  # type: ignore[method-assign]
             job = await asyncio.to_thread(_job, admin, gateway, {
                 "action": "config-update", "params": {"patch": {"uplink": {"batch_max_age_s": 7}}}})
             ex = await final_execution(admin, job)

@@ -194,7 +194,9 @@ class JobRunner:
             self._current_task.cancel()
 
     # --- one job --------------------------------------------------------------------------------------
-    async def _update(self, job_id: str, status: str, info: dict[str, Any]) -> None:
+    async def update_execution(self, job_id: str, status: str, info: dict[str, Any]) -> None:
+        """Send one execution status to IoT Jobs; raises JobGone when the cloud has ended the
+        execution, and the client's errors when the update did not get through."""
         try:
             await call(self.client.update_job_execution(iotjobs.UpdateJobExecutionRequest(
                 thing_name=self.thing, job_id=job_id, status=status, status_details=details(info))), self.timeout_s)
@@ -233,17 +235,17 @@ class JobRunner:
             action, params = parse(document, self.actions, self.remote)
         except Rejected as exc:
             log.warning("job rejected", extra={"job_id": job_id, "reason": str(exc)})
-            await self._update(job_id, S.REJECTED, {"reason": str(exc)})
+            await self.update_execution(job_id, S.REJECTED, {"reason": str(exc)})
             return S.REJECTED
         name = action.name
         self.journal.write(Entry(job_id, name, "running", _safe_boot_id(self.ctx), time.time()))
-        await self._update(job_id, S.IN_PROGRESS, {"action": name, "step": "started"})
+        await self.update_execution(job_id, S.IN_PROGRESS, {"action": name, "step": "started"})
 
         def set_phase(phase: str) -> None:
             self.journal.write(Entry(job_id, name, phase, _safe_boot_id(self.ctx), time.time()))
 
         async def progress(info: dict[str, str]) -> None:
-            await self._update(job_id, S.IN_PROGRESS, {"action": name, **info})
+            await self.update_execution(job_id, S.IN_PROGRESS, {"action": name, **info})
 
         ctx = dataclasses.replace(self.ctx, set_phase=set_phase)
         timeout = self.remote.timeout_for(name)
@@ -268,7 +270,7 @@ class JobRunner:
         # start sends this outcome, not "interrupted".
         self.journal.write(Entry(job_id, name, f"done:{status}", _safe_boot_id(self.ctx), time.time(),
                                  str(info.get("reason", ""))))
-        await self._update(job_id, status, info)
+        await self.update_execution(job_id, status, info)
         self.journal.clear()
         if result is not None and result.restart_after:
             self.ctx.ports.request_stop()
@@ -292,7 +294,7 @@ class JobRunner:
         else:
             status, why = S.FAILED, "interrupted: the agent stopped while the action ran"
         try:
-            await self._update(entry.job_id, status, {"action": entry.action, "reason": why})
+            await self.update_execution(entry.job_id, status, {"action": entry.action, "reason": why})
         except JobGone as exc:
             log.info("journaled job already ended in the cloud", extra={"job_id": entry.job_id, "error": str(exc)})
         else:
