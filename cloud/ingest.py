@@ -25,12 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.payload import Batch, PayloadError, decode, sniff
+from agent.payload import PayloadError, decode_columns, sniff
+from agent.payload.columns import Columns
 from cloud import schema
 from cloud.deadletter import DeadLetter, Message, dead_letter_doc
 from cloud.influx import InfluxClient, StoreError, StoreRejected, quote_string
 from cloud.lineproto import LineProtocolError
-from cloud.seqranges import SeqRanges, runs
+from cloud.seqranges import SeqRanges, new_readings
 
 log = logging.getLogger(__name__)
 
@@ -165,41 +166,40 @@ class Ingestor:
     def _ingest(self, msg: Message) -> IngestResult:
         topic = self._topic(msg)
         try:
-            batch = decode(msg.payload, msg.content_type)
+            cols = decode_columns(msg.payload, msg.content_type)
             encoding = sniff(msg.payload)
         except PayloadError as exc:
             raise Rejected("decode", f"undecodable batch: {exc}", topic.thing) from None
-        if batch.device != topic.thing:
-            raise Rejected("device", f"batch from device {batch.device!r} published on {topic.thing!r}'s topic "
-                           f"{msg.topic!r}", batch.device)
+        if cols.device != topic.thing:
+            raise Rejected("device", f"batch from device {cols.device!r} published on {topic.thing!r}'s topic "
+                           f"{msg.topic!r}", cols.device)
         try:
-            epoch = schema.epoch_of(batch)
+            epoch = schema.epoch_of(cols)
         except LineProtocolError as exc:
-            raise Rejected("envelope", str(exc), batch.device) from None
-        self.sites[batch.device] = topic.site
+            raise Rejected("envelope", str(exc), cols.device) from None
+        self.sites[cols.device] = topic.site
         try:
-            seen = self._ranges(batch, epoch)
+            seen = self._ranges(cols, epoch)
         except (StoreRejected, ValueError) as exc:  # the store refused the look-up, or holds a bad ledger row
-            raise Rejected("store", f"ledger look-up failed: {exc}", batch.device) from None
-        new = [r.seq for r in batch.readings if r.seq not in seen]
-        keep = set(new) if len(new) < len(batch.readings) else None
-        fresh = SeqRanges(runs(new))
-        duplicates = len(batch.readings) - len(new)
+            raise Rejected("store", f"ledger look-up failed: {exc}", cols.device) from None
+        fresh, keep = new_readings(cols.seqs, seen)
+        received = len(fresh)
+        duplicates = len(cols) - received
         arrival = self._arrival_ns(msg)
         try:
-            lines = schema.reading_lines(batch, topic.site, keep, self.lel_vol_percent) if new else []
-            bline, bkey = schema.batch_line(batch, topic.site, epoch, fresh.text(), len(new), duplicates,
+            lines = schema.reading_lines(cols, topic.site, keep, self.lel_vol_percent) if received else []
+            bline, bkey = schema.batch_line(cols, topic.site, epoch, fresh.text(), received, duplicates,
                                             len(msg.payload), encoding, arrival)
         except LineProtocolError as exc:
-            raise Rejected("schema", str(exc), batch.device) from None
+            raise Rejected("schema", str(exc), cols.device) from None
         lines.append(bline)
-        self._write(lines, lambda: [*schema.reading_keys(batch, topic.site, keep), bkey], batch.device)
+        self._write(lines, lambda: [*schema.reading_keys(cols, topic.site, keep), bkey], cols.device)
         seen.update(fresh)
         st = self.stats
         st.batches += 1
-        st.readings += len(new)
+        st.readings += received
         st.duplicates += duplicates
-        return IngestResult("stored" if new else "duplicate", batch.device, batch.batch_id, len(new), duplicates)
+        return IngestResult("stored" if received else "duplicate", cols.device, cols.batch_id, received, duplicates)
 
     def _arrival_ns(self, msg: Message) -> int:
         """Strictly increasing per ingestor: two batches in the same nanosecond stay two points."""
@@ -207,7 +207,7 @@ class Ingestor:
         self._last_arrival_ns = ns
         return ns
 
-    def _ranges(self, batch: Batch, epoch: str) -> SeqRanges:
+    def _ranges(self, batch: Columns, epoch: str) -> SeqRanges:
         key = (batch.device, epoch)
         if self.cache_ledger and key in self._ledger:
             return self._ledger[key]

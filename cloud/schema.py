@@ -37,11 +37,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import compress
+from math import isfinite
 from typing import Any
 
-from agent.payload import Batch
-from agent.reading import Reading
+from agent.payload.columns import Columns, SeriesKey
 from cloud import lineproto
 from cloud.lineproto import FieldValue, LineProtocolError
 
@@ -59,7 +61,7 @@ def point_ns(ts_ms: int, seq: int) -> int:
     return ts_ms * READINGS_NS_PER_MS + seq % SEQ_DIGITS_MOD
 
 
-def epoch_of(batch: Batch) -> str:
+def epoch_of(batch: Columns) -> str:
     """The epoch a batch id names (``<device>/<epoch>:<first>-<last>``), ``""`` for the older
     ``<device>/<first>-<last>``. An id that names another device or range is refused: the
     de-duplication keys on it."""
@@ -86,81 +88,115 @@ class PointKey:
     ns: int
 
 
-def _series_head(batch: Batch, site: str, r: Reading) -> tuple[str, tuple[tuple[str, str], ...]]:
-    tag_pairs = {"site": site, "device": batch.device, "sensor": r.sensor_id, "unit": r.unit}
-    try:
-        head = lineproto.measurement(r.quantity) + lineproto.tags(tag_pairs)
-    except LineProtocolError as exc:
-        raise LineProtocolError(f"reading seq {r.seq}: {exc}") from None
-    return head, tuple(sorted((k, v) for k, v in tag_pairs.items() if v))
+def _tag_pairs(device: str, site: str, series: SeriesKey) -> dict[str, str]:
+    return {"site": site, "device": device, "sensor": series[0], "unit": series[2]}
 
 
 # Sparse flags: ``alarm`` only when true, ``clock_synced`` only when false. Every field is a column
 # InfluxDB indexes and compacts; writing the common values on every point doubled influxd's CPU per
 # reading (bench/bench_ingest.py). Queries ask ``"alarm" = true`` / ``"clock_synced" = false``.
-_MARKS = {(False, True): "", (True, True): ",alarm=t", (False, False): ",clock_synced=f",
-          (True, False): ",alarm=t,clock_synced=f"}
+_MARKS = (",clock_synced=f", "", ",alarm=t,clock_synced=f", ",alarm=t")  # by attribute bits alarm << 1 | synced
+_NS_PER_MS = READINGS_NS_PER_MS
+_MOD = SEQ_DIGITS_MOD
 
 
-def reading_lines(batch: Batch, site: str, keep: set[int] | None = None,
+def _pick(column: Sequence[int], pos: Sequence[int]) -> Sequence[int]:
+    if isinstance(pos, range):
+        return column[pos.start : pos.stop : pos.step]
+    return [column[i] for i in pos]
+
+
+def reading_lines(cols: Columns, site: str, keep: Sequence[bool] | None = None,
                   lel_vol_percent: float = DEFAULT_LEL_VOL_PERCENT) -> list[str]:
-    """Line protocol for the batch's readings (only those whose seq is in ``keep`` when given).
-    Raises LineProtocolError naming the reading before anything is written. The hot path of the
-    ingest: per series and per flag set the text is built once."""
+    """Line protocol for the batch's readings (only those whose ``keep`` entry is true when given),
+    series by series. Raises LineProtocolError naming the first reading (in batch order) that
+    cannot be written, before anything is written.
+
+    The hot path of the ingest: the text of a series' tags and of each flag set is built once, and
+    a series' points come from one comprehension over its columns (no object per reading)."""
     ppm_per_lel_pct = lel_vol_percent * 100.0  # LEL in ppm / 100
-    heads: dict[tuple[str, str, str], tuple[str, bool]] = {}
-    flag_text: dict[tuple[str, ...], str] = {(): ""}
     lines: list[str] = []
-    append = lines.append
-    isfinite = math.isfinite
-    for r in batch.readings:
-        if keep is not None and r.seq not in keep:
+    problems: list[tuple[int, int, str]] = []  # (reading index, check order, message): the first wins
+    flag_text: dict[int, str | LineProtocolError] = {}
+    seqs_all, ts_all, attrs_all = cols.seqs, cols.ts_ms, cols.attrs
+    for series, pos, vals in zip(cols.series, cols.positions(), cols.values, strict=True):
+        if keep is not None:
+            sel = [keep[i] for i in pos]
+            if not all(sel):
+                pos, vals = list(compress(pos, sel)), list(compress(vals, sel))
+                if not pos:
+                    continue
+        seqs, ts, attrs = _pick(seqs_all, pos), _pick(ts_all, pos), _pick(attrs_all, pos)
+        try:
+            head = lineproto.measurement(series[1]) + lineproto.tags(_tag_pairs(cols.device, site, series))
+        except LineProtocolError as exc:
+            problems.append((pos[0], 0, f"reading seq {seqs[0]}: {exc}"))
             continue
-        series = (r.sensor_id, r.quantity, r.unit)
-        pre = heads.get(series)
-        if pre is None:
-            pre = heads[series] = (_series_head(batch, site, r)[0], r.quantity == "methane" and r.unit == "ppm")
-        head, is_ppm = pre
-        flags = flag_text.get(r.flags)
-        if flags is None:
-            try:
-                flags = flag_text[r.flags] = ",flags=" + lineproto.field_value("flags", ",".join(r.flags))
-            except LineProtocolError as exc:
-                raise LineProtocolError(f"reading seq {r.seq}: {exc}") from None
-        value = r.value
-        seq = r.seq
-        if isfinite(value):
-            v = f"value={float(value)!r},lel_pct={value / ppm_per_lel_pct!r}" if is_ppm else f"value={float(value)!r}"
+        suffix: dict[int, str] = {}
+        for a in set(attrs):
+            fi = a >> 2
+            text = flag_text.get(fi)
+            if text is None:
+                flags = cols.flagsets[fi]
+                try:
+                    text = ",flags=" + lineproto.field_value("flags", ",".join(flags)) if flags else ""
+                except LineProtocolError as exc:
+                    text = exc
+                flag_text[fi] = text
+            if isinstance(text, LineProtocolError):
+                i = attrs.index(a)
+                problems.append((pos[i], 1, f"reading seq {seqs[i]}: {text}"))
+            else:
+                suffix[a] = _MARKS[a & 3] + text
+        if min(ts) * _NS_PER_MS < lineproto.MIN_NS or max(ts) * _NS_PER_MS + _MOD > lineproto.MAX_NS:
+            for i, (t, q) in enumerate(zip(ts, seqs, strict=True)):
+                if not lineproto.MIN_NS <= t * _NS_PER_MS + q % _MOD <= lineproto.MAX_NS:
+                    problems.append((pos[i], 2, f"reading seq {q}: ts_ms {t} is outside InfluxDB's time range"))
+                    break
+        if problems:
+            continue  # nothing is written: only the first problem matters from here on
+        is_ppm = series[1] == "methane" and series[2] == "ppm"
+        ms, mod, per_lel = _NS_PER_MS, _MOD, ppm_per_lel_pct
+        if len(suffix) == 1 and all(map(isfinite, vals)):  # the usual series: one text around the numbers
+            sfx = suffix[attrs[0]]
+            if is_ppm:
+                lines += [f"{head} value={v!r},lel_pct={v / per_lel!r},seq={q}i{sfx} {t * ms + q % mod}"
+                          for v, q, t in zip(vals, seqs, ts, strict=True)]
+            else:
+                lines += [f"{head} value={v!r},seq={q}i{sfx} {t * ms + q % mod}"
+                          for v, q, t in zip(vals, seqs, ts, strict=True)]
         else:
-            v = f'nonfinite="{value!r}"'
-        ns = r.ts_ms * READINGS_NS_PER_MS + seq % SEQ_DIGITS_MOD
-        if not lineproto.MIN_NS <= ns <= lineproto.MAX_NS:
-            raise LineProtocolError(f"reading seq {seq}: ts_ms {r.ts_ms} is outside InfluxDB's time range")
-        append(f"{head} {v},seq={seq}i{_MARKS[r.alarm, r.clock_synced]}{flags} {ns}")
+            lines += [f"{head} {_value_fields(v, is_ppm, per_lel)},seq={q}i{suffix[a]} {t * ms + q % mod}"
+                      for v, q, t, a in zip(vals, seqs, ts, attrs, strict=True)]
+    if problems:
+        raise LineProtocolError(min(problems)[2])
     return lines
 
 
-def reading_keys(batch: Batch, site: str, keep: set[int] | None = None) -> list[PointKey]:
+def _value_fields(v: float, is_ppm: bool, ppm_per_lel_pct: float) -> str:
+    if not isfinite(v):
+        return f'nonfinite="{v!r}"'  # InfluxDB stores no NaN/inf: keep the reading and its seq
+    return f"value={v!r},lel_pct={v / ppm_per_lel_pct!r}" if is_ppm else f"value={v!r}"
+
+
+def reading_keys(cols: Columns, site: str, keep: Sequence[bool] | None = None) -> list[PointKey]:
     """The identities of the points ``reading_lines`` wrote (only needed to take a write back)."""
-    tags: dict[tuple[str, str, str], tuple[tuple[str, str], ...]] = {}
     out = []
-    for r in batch.readings:
-        if keep is not None and r.seq not in keep:
-            continue
-        series = (r.sensor_id, r.quantity, r.unit)
-        if series not in tags:
-            tags[series] = _series_head(batch, site, r)[1]
-        out.append(PointKey(r.quantity, tags[series], point_ns(r.ts_ms, r.seq)))
+    for i, r in enumerate(cols.readings()):
+        if keep is None or keep[i]:
+            tags = _tag_pairs(cols.device, site, (r.sensor_id, r.quantity, r.unit))
+            out.append(PointKey(r.quantity, tuple(sorted((k, v) for k, v in tags.items() if v)),
+                                point_ns(r.ts_ms, r.seq)))
     return out
 
 
-def batch_line(batch: Batch, site: str, epoch: str, ranges: str, received: int, duplicates: int,
+def batch_line(cols: Columns, site: str, epoch: str, ranges: str, received: int, duplicates: int,
                payload_bytes: int, encoding: str, arrival_ns: int) -> tuple[str, PointKey]:
-    tag_pairs = {"site": site, "device": batch.device, "epoch": epoch}
+    tag_pairs = {"site": site, "device": cols.device, "epoch": epoch}
     fields: dict[str, FieldValue] = {
-        "batch_id": batch.batch_id, "first_seq": batch.first_seq, "last_seq": batch.last_seq,
+        "batch_id": cols.batch_id, "first_seq": cols.first_seq, "last_seq": cols.last_seq,
         "ranges": ranges, "received": received, "duplicates": duplicates,
-        "readings": len(batch.readings), "bytes": payload_bytes, "encoding": encoding,
+        "readings": len(cols), "bytes": payload_bytes, "encoding": encoding,
     }
     key = PointKey(BATCH_MEASUREMENT, tuple(sorted((k, v) for k, v in tag_pairs.items() if v)), arrival_ns)
     return lineproto.line(BATCH_MEASUREMENT, tag_pairs, fields, arrival_ns), key

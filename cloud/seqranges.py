@@ -5,7 +5,8 @@ device's history collapses to a handful of ranges however many readings it sent.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import compress
 
 
 class SeqRanges:
@@ -95,3 +96,17 @@ def runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
         else:
             out.append((s, s))
     return out
+
+
+def new_readings(seqs: Sequence[int], seen: SeqRanges) -> tuple[SeqRanges, list[bool] | None]:
+    """(the seqs of ``seqs`` not in ``seen`` as ranges, a per-reading "is new" mask or None when
+    every reading is new). ``seqs`` is strictly increasing, and a ``range`` when gapless: then
+    nothing is looked at per reading unless the batch overlaps what arrived before."""
+    lo, hi = seqs[0], seqs[-1]
+    missing = seen.missing(lo, hi)
+    if missing == [(lo, hi)]:  # nothing in [lo, hi] arrived yet: the usual batch
+        return SeqRanges(missing if isinstance(seqs, range) else runs(seqs)), None
+    if not missing:  # a resend: everything arrived
+        return SeqRanges(), [False] * len(seqs)
+    keep = [s not in seen for s in seqs]
+    return SeqRanges(missing if isinstance(seqs, range) else runs(compress(seqs, keep))), keep

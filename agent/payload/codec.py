@@ -8,10 +8,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from agent.payload.batch import Batch, check_envelope, make_batch
 from agent.payload.errors import PayloadError
 from agent.reading import Reading
+
+if TYPE_CHECKING:
+    from agent.payload.columns import Columns
 
 ENCODINGS = ("json", "compact")
 CONTENT_TYPES = {
@@ -65,7 +69,7 @@ def encoding_of(content_type: str) -> str:
     raise PayloadError(f"unsupported content type {content_type!r}; known: {', '.join(_BY_CONTENT_TYPE)}")
 
 
-def decode(payload: bytes, content_type: str | None = None) -> Batch:
+def _checked(payload: bytes, content_type: str | None) -> tuple[bytes, str]:
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise PayloadError(f"payload must be bytes, got {type(payload).__name__}")
     payload = bytes(payload)
@@ -73,9 +77,24 @@ def decode(payload: bytes, content_type: str | None = None) -> Batch:
         raise PayloadError(f"payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit")
     if not payload:
         raise PayloadError("empty payload")
-    encoding = sniff(payload) if content_type is None else encoding_of(content_type)
+    return payload, sniff(payload) if content_type is None else encoding_of(content_type)
+
+
+def decode(payload: bytes, content_type: str | None = None) -> Batch:
+    payload, encoding = _checked(payload, content_type)
     batch: Batch = _codec(encoding).decode(payload)
     return batch
+
+
+def decode_columns(payload: bytes, content_type: str | None = None) -> Columns:
+    """As ``decode``, the batch as columns (no object per reading; same checks, same errors)."""
+    payload, encoding = _checked(payload, content_type)
+    if encoding == "compact":
+        cols: Columns = _codec(encoding).decode_columns(payload)
+        return cols
+    from agent.payload.columns import Columns as _Columns  # only consumers decode: not in the daemon
+
+    return _Columns.of_batch(_codec(encoding).decode(payload))
 
 
 # ---------------------------------------------------------------- fit

@@ -11,12 +11,14 @@ from __future__ import annotations
 import struct
 import zlib
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Sequence
 from itertools import accumulate, pairwise
 from typing import cast
 
 from agent.payload import rice
 from agent.payload.batch import SEQ_MAX, TS_MAX, TS_MIN, Batch, batch_id, check_envelope, check_reading
+from agent.payload.columns import Columns
 from agent.payload.errors import PayloadError
 from agent.payload.wire import Reader, put_str, put_varint, unzigzag, zigzag
 from agent.reading import Reading
@@ -369,6 +371,11 @@ def encode(batch: Batch) -> bytes:
 
 
 def decode(payload: bytes) -> Batch:
+    return decode_columns(payload).batch()
+
+
+def decode_columns(payload: bytes) -> Columns:
+    """The batch as columns; ``decode`` builds its ``Reading`` objects from exactly these."""
     if len(payload) < MIN_PAYLOAD:
         raise PayloadError(f"truncated payload: {len(payload)} bytes is shorter than any compact batch")
     if payload[:3] != MAGIC:
@@ -385,7 +392,7 @@ def decode(payload: bytes) -> Batch:
     return _parse(structure, bits)
 
 
-def _parse(structure: bytes, bits: rice.BitReader) -> Batch:
+def _parse(structure: bytes, bits: rice.BitReader) -> Columns:
     rd = Reader(structure)
     flags = rd.varint("envelope flags")
     if flags & ~KNOWN_ENVELOPE_FLAGS:
@@ -410,35 +417,26 @@ def _parse(structure: bytes, bits: rice.BitReader) -> Batch:
     attrs = rd.varints(n, "attribute column")
     if max(attrs) >> 2 >= n_flagsets:
         raise PayloadError(f"corrupt payload: flag-set index {max(attrs) >> 2} of {n_flagsets} flag sets")
-    seq_col = rd.varints(n, "seq column")
-    seq_col[0] += first_seq - 1  # the first entry is absolute (from first_seq), the rest are gaps
-    seqs = list(accumulate(d + 1 for d in seq_col))
+    seq0 = first_seq + rd.varint("seq column")  # the first entry is absolute (from first_seq)
+    gaps = rd.varints(n - 1, "seq column")  # the rest are gaps, 0 between consecutive seqs
+    seqs: Sequence[int]
+    if gaps.count(0) == len(gaps):
+        seqs = range(seq0, seq0 + n)
+    else:
+        seqs = list(accumulate((d + 1 for d in gaps), initial=seq0))
     seq = seqs[-1]
     if seq > last_seq:
         raise PayloadError(f"corrupt payload: seq {seq} beyond last_seq {last_seq}")
     ts_list = list(accumulate((z >> 1) ^ -(z & 1) for z in rd.varints(n, "timestamp column")))  # unzigzag
     if min(ts_list) < TS_MIN or max(ts_list) > TS_MAX:
         raise PayloadError("corrupt payload: timestamp outside the 64-bit range")
-    counts = [0] * n_series
-    for si in col_series:
-        counts[si] += 1
-    values: list[list[float]] = []
-    for si in range(n_series):
-        values.append(_read_values(rd, bits, counts[si]) if counts[si] else [])
+    counts = Counter(col_series)
+    values = [_read_values(rd, bits, counts[si]) if counts[si] else [] for si in range(n_series)]
     if rd.remaining():
         raise PayloadError(f"corrupt payload: {rd.remaining()} unexplained bytes after the structure")
     bits.check_padding()
-    cursors = [iter(v) for v in values]
-    readings = []
-    for i in range(n):
-        si = col_series[i]
-        sid, qty, unit = series[si]
-        a = attrs[i]
-        readings.append(
-            Reading(seqs[i], ts_list[i], bool(a & 1), sid, qty, next(cursors[si]), unit, flagsets[a >> 2], bool(a & 2))
-        )
     bid = explicit if explicit is not None else batch_id(device, first_seq, last_seq)
-    return Batch(device, bid, first_seq, last_seq, readings)
+    return Columns(device, bid, first_seq, last_seq, series, flagsets, col_series, attrs, seqs, ts_list, values)
 
 
 def _read_values(rd: Reader, bits: rice.BitReader, m: int) -> list[float]:
@@ -452,21 +450,14 @@ def _read_values(rd: Reader, bits: rice.BitReader, m: int) -> list[float]:
     if order > 2:
         raise PayloadError(f"corrupt payload: predictor order {order}")
     k = unzigzag(rd.varint("first value"))
-    res = bits.decode(m - 1)
-    ks = [k]
+    res = [(z >> 1) ^ -(z & 1) for z in bits.decode(m - 1)]  # unzigzag
+    ks: list[int]
     if order == 0:
-        ks += [k + unzigzag(z) for z in res]
-    else:
-        prev = k
-        delta = 0
-        for i, z in enumerate(res):
-            r = unzigzag(z)
-            if order == 1 or i == 0:
-                delta = r
-            else:
-                delta += r
-            prev += delta
-            ks.append(prev)
+        ks = [k, *[k + r for r in res]]
+    elif order == 1:
+        ks = list(accumulate(res, initial=k))
+    else:  # second differences: the first residual is a plain delta, the deltas accumulate the rest
+        ks = list(accumulate(accumulate(res), initial=k))
     if max(ks) > MAX_ABS_SCALED or min(ks) < -MAX_ABS_SCALED:
         raise PayloadError("corrupt payload: scaled value out of range")
     p = _POW10[mode]

@@ -12,6 +12,8 @@ outlier (a leak plume starting) cannot cost thousands of bits. A block starts wi
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Sequence
 
 from agent.payload.errors import PayloadError
@@ -72,6 +74,22 @@ def to_bytes(parts: list[str]) -> bytes:
     return int(bits + "0" * pad, 2).to_bytes((len(bits) + pad) // 8, "big")
 
 
+LUT_MAX_K = 10  # code tables up to 16 * 2**10 entries; larger parameters decode code by code
+
+
+@functools.cache
+def _code_table(k: int) -> dict[str, int]:
+    """Every non-escape code with parameter ``k`` (as '0'/'1' text) -> its value."""
+    return {"1" * q + "0" + format(low, f"0{k}b")[:k] if k else "1" * q + "0": (q << k) | low
+            for q in range(ESCAPE) for low in range(1 << k)}
+
+
+@functools.cache
+def _block_pattern(k: int, m: int) -> tuple[re.Pattern[str], re.Pattern[str], dict[str, int]]:
+    code = f"1{{0,{ESCAPE - 1}}}0[01]{{{k}}}"
+    return re.compile(f"(?:{code}){{{m}}}"), re.compile(code), _code_table(k)
+
+
 class BitReader:
     """Reads Rice-coded values; every read is bounds-checked so corrupt input fails cleanly."""
 
@@ -92,34 +110,52 @@ class BitReader:
 
     def decode(self, count: int) -> list[int]:
         out: list[int] = []
-        bits, n = self.bits, self.n
-        esc = "1" * ESCAPE
         for start in range(0, count, BLOCK):
             k = self.fixed(K_BITS)
-            pos = self.pos
-            for _ in range(min(BLOCK, count - start)):
-                z = bits.find("0", pos, pos + ESCAPE)
-                if z >= 0:
-                    end = z + 1 + k
-                    if end > n:
-                        raise PayloadError("truncated payload in the value bit stream")
-                    q = z - pos
-                    out.append((q << k) | int(bits[z + 1 : end], 2) if k else q)
-                    pos = end
-                elif bits.startswith(esc, pos):
-                    p = pos + ESCAPE
-                    if p + N_BITS > n:
-                        raise PayloadError("truncated payload in the value bit stream")
-                    width = int(bits[p : p + N_BITS], 2)
-                    p += N_BITS
-                    if p + width > n:
-                        raise PayloadError("truncated payload in the value bit stream")
-                    out.append(int(bits[p : p + width], 2) if width else 0)
-                    pos = p + width
-                else:
-                    raise PayloadError("truncated payload in the value bit stream")
-            self.pos = pos
+            m = min(BLOCK, count - start)
+            if k > LUT_MAX_K or not self._block_by_table(k, m, out):
+                self._block(k, m, out)
         return out
+
+    def _block(self, k: int, m: int, out: list[int]) -> None:
+        """``m`` codes with parameter ``k``, one at a time: escapes, and the exact error."""
+        bits, n = self.bits, self.n
+        esc = "1" * ESCAPE
+        pos = self.pos
+        for _ in range(m):
+            z = bits.find("0", pos, pos + ESCAPE)
+            if z >= 0:
+                end = z + 1 + k
+                if end > n:
+                    raise PayloadError("truncated payload in the value bit stream")
+                q = z - pos
+                out.append((q << k) | int(bits[z + 1 : end], 2) if k else q)
+                pos = end
+            elif bits.startswith(esc, pos):
+                p = pos + ESCAPE
+                if p + N_BITS > n:
+                    raise PayloadError("truncated payload in the value bit stream")
+                width = int(bits[p : p + N_BITS], 2)
+                p += N_BITS
+                if p + width > n:
+                    raise PayloadError("truncated payload in the value bit stream")
+                out.append(int(bits[p : p + width], 2) if width else 0)
+                pos = p + width
+            else:
+                raise PayloadError("truncated payload in the value bit stream")
+        self.pos = pos
+
+    def _block_by_table(self, k: int, m: int, out: list[int]) -> bool:
+        """The common block (no escape, not truncated) without a Python step per value: one regex
+        match checks that ``m`` plain codes follow, ``findall`` splits them, and a table maps each
+        code's text to its value. False (nothing consumed) when the block needs ``_block``."""
+        block, code, table = _block_pattern(k, m)
+        match = block.match(self.bits, self.pos)
+        if match is None:
+            return False
+        out += map(table.__getitem__, code.findall(self.bits, self.pos, match.end()))
+        self.pos = match.end()
+        return True
 
     def check_padding(self) -> None:
         rest = self.n - self.pos

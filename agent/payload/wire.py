@@ -72,20 +72,31 @@ class Reader:
 
     def varints(self, n: int, what: str) -> list[int]:
         """``n`` varints in a row (a column). Most column entries are one byte (a delta of 0, a
-        small index), so those are taken without a call; anything longer goes through ``varint``
-        and fails the same way."""
-        out: list[int] = []
-        append = out.append
+        small index): a column of one-byte entries only is converted in one step, and two-byte
+        entries (timestamp deltas of a second) are taken without a call; anything longer goes
+        through ``varint`` and fails the same way."""
         buf, end = self.buf, self.end
         pos = self.pos
+        chunk = buf[pos : min(pos + n, end)]
+        if len(chunk) == n and chunk.isascii():  # every byte < 0x80: each is a whole varint
+            self.pos = pos + n
+            return list(chunk)
+        out: list[int] = []
+        append = out.append
         for _ in range(n):
-            if pos < end and buf[pos] < 0x80:
-                append(buf[pos])
-                pos += 1
-            else:
-                self.pos = pos
-                append(self.varint(what))
-                pos = self.pos
+            if pos < end:
+                b = buf[pos]
+                if b < 0x80:
+                    append(b)
+                    pos += 1
+                    continue
+                if pos + 1 < end and buf[pos + 1] < 0x80:
+                    append((b & 0x7F) | (buf[pos + 1] << 7))
+                    pos += 2
+                    continue
+            self.pos = pos
+            append(self.varint(what))
+            pos = self.pos
         self.pos = pos
         return out
 
