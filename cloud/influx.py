@@ -8,10 +8,10 @@ the dead-letter path) and ``StoreUnavailable`` (no answer, 5xx, timeout: try aga
 
 from __future__ import annotations
 
+import http.client
 import json
-import urllib.error
+import threading
 import urllib.parse
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +58,10 @@ def quote_string(value: str) -> str:
 
 
 class InfluxClient:
+    """One keep-alive connection per thread (the local twin's MQTT callbacks and a dashboard
+    poller may share a client): a new TCP (and TLS) connection per write cost more than writing a
+    small batch."""
+
     def __init__(self, url: str, database: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -67,23 +71,55 @@ class InfluxClient:
         self.url = url.rstrip("/")
         self.database = database
         self.timeout = timeout
+        self._https = parsed.scheme == "https"
+        self._netloc = parsed.netloc
+        self._base_path = parsed.path.rstrip("/")
+        self._local = threading.local()
         # Timestream for InfluxDB / InfluxDB 2 take "Authorization: Token <token>" on the v1 API.
         self._headers = {"Authorization": f"Token {token}"} if token else {}
 
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """(this thread's connection, whether it was used before)."""
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn, True
+        # HTTPSConnection's default context verifies the certificate and the host name.
+        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        conn = self._local.conn = cls(self._netloc, timeout=self.timeout)
+        return conn, False
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
     def _request(self, path: str, params: dict[str, str], body: bytes, content_type: str) -> bytes:
-        url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
+        target = f"{self._base_path}{path}?{urllib.parse.urlencode(params)}"
         headers = {**self._headers, "Content-Type": content_type}
-        req = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - http(s) checked
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - http(s) checked
-                return bytes(resp.read())
-        except urllib.error.HTTPError as exc:
-            detail = _error_text(exc.read())
-            if 400 <= exc.code < 500:
-                raise StoreRejected(f"HTTP {exc.code}: {detail}", partial="partial write" in detail) from None
-            raise StoreUnavailable(f"HTTP {exc.code}: {detail}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise StoreUnavailable(f"{self.url}: {getattr(exc, 'reason', exc)}") from None
+        while True:
+            conn, reused = self._connection()
+            try:
+                conn.request("POST", target, body, headers)
+                resp = conn.getresponse()
+                raw = resp.read()
+            except (ConnectionResetError, BrokenPipeError, http.client.BadStatusLine) as exc:
+                self._drop()
+                if reused:  # the server closed an idle keep-alive connection: once more on a new one
+                    continue  # (a write repeated lands on the very same points: no double)
+                raise StoreUnavailable(f"{self.url}: {exc}") from None
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop()
+                raise StoreUnavailable(f"{self.url}: {getattr(exc, 'reason', exc)}") from None
+            if resp.will_close:
+                self._drop()
+            break
+        if resp.status < 300:
+            return bytes(raw)
+        detail = _error_text(raw)
+        if 400 <= resp.status < 500:
+            raise StoreRejected(f"HTTP {resp.status}: {detail}", partial="partial write" in detail)
+        raise StoreUnavailable(f"HTTP {resp.status}: {detail}")
 
     def write(self, lines: Iterable[str]) -> None:
         """One POST of line protocol (ns precision); raises StoreRejected / StoreUnavailable."""
