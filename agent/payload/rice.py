@@ -114,10 +114,10 @@ class BitReader:
             k = self.fixed(K_BITS)
             m = min(BLOCK, count - start)
             if k > LUT_MAX_K or not self._block_by_table(k, m, out):
-                self._block(k, m, out)
+                self.block(k, m, out)
         return out
 
-    def _block(self, k: int, m: int, out: list[int]) -> None:
+    def block(self, k: int, m: int, out: list[int]) -> None:
         """``m`` codes with parameter ``k``, one at a time: escapes, and the exact error."""
         bits, n = self.bits, self.n
         esc = "1" * ESCAPE
@@ -148,7 +148,7 @@ class BitReader:
     def _block_by_table(self, k: int, m: int, out: list[int]) -> bool:
         """The common block (no escape, not truncated) without a Python step per value: one regex
         match checks that ``m`` plain codes follow, ``findall`` splits them, and a table maps each
-        code's text to its value. False (nothing consumed) when the block needs ``_block``."""
+        code's text to its value. False (nothing consumed) when the block needs ``block``."""
         block, code, table = _block_pattern(k, m)
         match = block.match(self.bits, self.pos)
         if match is None:

@@ -100,7 +100,7 @@ def _block_by_block(data: bytes, count: int) -> tuple[list[int], int]:
     out: list[int] = []
     for start in range(0, count, rice.BLOCK):
         k = br.fixed(rice.K_BITS)
-        br._block(k, min(rice.BLOCK, count - start), out)
+        br.block(k, min(rice.BLOCK, count - start), out)
     return out, br.pos
 
 
