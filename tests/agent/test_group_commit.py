@@ -9,6 +9,7 @@ import pytest
 
 from agent import config as cfg
 from agent.runtime import Agent
+from tests.eventually import eventually_async
 
 
 @pytest.mark.parametrize("interval", [0.5, 2.0])
@@ -25,7 +26,7 @@ def test_readings_wait_at_most_one_commit_interval(tmp_path, interval):
     async def scenario() -> None:
         agent = Agent(conf)
         task = asyncio.create_task(agent.run())
-        await asyncio.sleep(0.3)
+        await eventually_async(agent.running.is_set)
         real_commit = agent.spool.commit
 
         def counting_commit() -> int:
@@ -44,8 +45,10 @@ def test_readings_wait_at_most_one_commit_interval(tmp_path, interval):
     asyncio.run(scenario())
     # Never more in RAM than one interval's worth (+30% slack for a loaded machine).
     assert max(samples) <= rate * interval * 1.3 + 8, (max(samples), rate * interval)
-    # Grouped: each commit carries many readings, not one.
-    assert commits and min(commits[:-1] or commits) >= rate * interval * 0.5, commits
+    # Grouped: each commit carries many readings, not one. The first and the last are partial by
+    # when the test starts watching and stops (a loaded machine moves those, not the policy).
+    steady = commits[1:-1]
+    assert steady and min(steady) >= rate * interval * 0.5, commits
 
 
 def test_unusable_status_socket_path_does_not_stop_the_agent(tmp_path):
@@ -62,7 +65,7 @@ def test_unusable_status_socket_path_does_not_stop_the_agent(tmp_path):
     async def scenario() -> int:
         agent = Agent(conf)
         task = asyncio.create_task(agent.run())
-        await asyncio.sleep(1.0)
+        await eventually_async(lambda: task.done() or (agent.running.is_set() and agent.spool.stats().next_seq > 1))
         assert not task.done()
         committed = agent.spool.stats().next_seq - 1
         agent.request_stop()
