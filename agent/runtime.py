@@ -19,7 +19,7 @@ from typing import Any
 
 import agent
 from agent import config as cfg
-from agent import logs
+from agent import heap, logs
 from agent.alarms.control import ControlServer
 from agent.alarms.engine import AckError
 from agent.alarms.feature import AlarmFeature
@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 # Changing these needs a restart: they decide which files and identity the process holds open.
 RESTART_ONLY = ("state_dir", "spool.path", "device.thing_name", "alarms.outputs", "alarms.keep_sent_events")
 STOP_BUDGET_S = 4.0  # SIGTERM must finish within 5 s
+# After a connect, the TLS handshake and the features' first round-trips (shadow get, jobs
+# subscriptions) are over within this long; then their freed heap goes back (agent/heap.py).
+TRIM_AFTER_CONNECT_S = 3.0
 
 __all__ = ["STOP_BUDGET_S", "Agent", "ConfigRejected", "load_config", "run"]
 
@@ -186,6 +189,7 @@ class Agent:
             c.connection, c.connection.client_id or self.thing, loop, ack_timeout_s=c.uplink.ack_timeout_s
         )
         self.uplink = Uplink(self.spool, self.conn, c.uplink, self.thing, c.device.site_id)
+        self.conn.on_connect(lambda _present: loop.call_later(TRIM_AFTER_CONNECT_S, heap.trim))
         self.conn.start()
         self._tasks.append(loop.create_task(self.uplink.run(), name="uplink"))
 
@@ -217,6 +221,7 @@ class Agent:
         self.watchdog.start()
         self.notifier.ready(summary_line(self.status()))
         self.running.set()
+        heap.trim()  # start-up's one-off allocations (config, validators, databases) are garbage now
         log.info(
             "agent running",
             extra={"version": agent.__version__, "thing": self.thing or "-", "sensors": len(self.sampler.tasks)},

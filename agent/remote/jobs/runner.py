@@ -19,6 +19,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from awscrt import mqtt_request_response
@@ -51,7 +52,7 @@ class JobRunner:
         self,
         conn: Connection,
         thing: str,
-        actions: dict[str, Action],
+        actions: Mapping[str, Action],
         ctx: ActionContext,
         journal: Journal,
         remote: RemoteConfig,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,7 +100,7 @@ class Action:
     refuse: Callable[[RemoteConfig], str | None] = lambda _conf: None  # a reason when disabled here
 
 
-def parse(document: Any, actions: dict[str, Action], remote: RemoteConfig) -> tuple[Action, Params]:
+def parse(document: Any, actions: Mapping[str, Action], remote: RemoteConfig) -> tuple[Action, Params]:
     """The allowlisted action and its validated parameters, or Rejected with a bounded reason."""
     if not isinstance(document, dict):
         raise Rejected("job document must be a JSON object")
