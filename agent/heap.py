@@ -13,7 +13,6 @@ import ctypes
 from collections.abc import Callable
 
 
-
 def _malloc_trim() -> Callable[[int], int] | None:
     try:
         fn = ctypes.CDLL(None).malloc_trim  # the symbols already in this process: the C library's among them
@@ -21,7 +20,7 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return None
     fn.argtypes = [ctypes.c_size_t]
     fn.restype = ctypes.c_int
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 _trim = _malloc_trim()

@@ -189,9 +189,12 @@ class Agent:
             c.connection, c.connection.client_id or self.thing, loop, ack_timeout_s=c.uplink.ack_timeout_s
         )
         self.uplink = Uplink(self.spool, self.conn, c.uplink, self.thing, c.device.site_id)
-        self.conn.on_connect(lambda _present: loop.call_later(TRIM_AFTER_CONNECT_S, heap.trim))
+        self.conn.on_connect(self._trim_after_connect)
         self.conn.start()
         self._tasks.append(loop.create_task(self.uplink.run(), name="uplink"))
+
+    def _trim_after_connect(self, _session_present: bool) -> None:
+        asyncio.get_running_loop().call_later(TRIM_AFTER_CONNECT_S, heap.trim)
 
     # --- lifecycle -----------------------------------------------------------------------------
     async def run(self, *, signals: bool = True) -> int:

@@ -8,6 +8,10 @@ cost table.
 The default window (70 s after 5 s of warm-up) spans at least one 60 s batch, so the daemon has
 encoded and published when its modules are listed.
 
+Import layers (``import_layers``): one fresh interpreter imports the daemon's layers in order and
+reads VmRSS after each, so each row is what that layer adds on top of those above it (the rows do
+not overlap and sum to what the daemon's imports cost before it runs).
+
 Per-module cost: each module imported alone in a fresh interpreter, VmRSS after the import minus
 VmRSS of the bare interpreter (shared libraries it maps count, as they do in the daemon's VmRSS; a
 module's cost includes what it imports, so the rows overlap), and the cumulative import time from
@@ -28,28 +32,65 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_e2e import THING, agent_steady
+from bench.footprint_probe import not_in_run
 
 ROOT = Path(__file__).resolve().parents[1]
 EAGER = "bench.footprint_eager"
 PROBE = "bench.footprint_probe"
 # Modules worth a line in the table: what the daemon needs, and what it should not carry.
 MODULES = [
-    "asyncio", "sqlite3", "pydantic", "agent.config", "awscrt.mqtt5", "awsiot.mqtt5_client_builder",
-    "awsiot.iotshadow", "awsiot.iotjobs", "agent.connection", "agent.spool", "agent.sampler", "agent.uplink",
-    "agent.remote", "agent.runtime", "agent.payload.compact", "agent.payload.jsonfmt", "drivers.simulated",
-    "cryptography.x509", "provisioning.flow", "provisioning.rotation", "tenacity", "pymodbus", "emulator.cli",
+    "asyncio",
+    "sqlite3",
+    "pydantic",
+    "agent.config",
+    "awscrt.mqtt5",
+    "awsiot.mqtt5_client_builder",
+    "awsiot.iotshadow",
+    "awsiot.iotjobs",
+    "agent.connection",
+    "agent.spool",
+    "agent.sampler",
+    "agent.uplink",
+    "agent.remote",
+    "agent.runtime",
+    "agent.payload.compact",
+    "agent.payload.jsonfmt",
+    "drivers.simulated",
+    "cryptography.x509",
+    "provisioning.flow",
+    "provisioning.rotation",
+    "tenacity",
+    "pymodbus",
+    "emulator.cli",
     "cloud.preprovision.hook",
 ]
+# (what, modules): the daemon's imports in layers, each costed on top of the rows above it.
+LAYERS = [
+    ("hashlib and hmac: libcrypto (the config hash; pydantic.types imports secrets -> hmac)", ["hashlib", "hmac"]),
+    ("pydantic with its schema builder", ["pydantic", "pydantic.main", "pydantic.fields", "pydantic.types",
+                                          "pydantic._internal._generate_schema", "pydantic.json_schema"]),
+    ("pydantic.networks and the plugin loader: importlib.metadata, email, zipfile, csv",
+     ["pydantic.networks", "pydantic.plugin._loader"]),
+    ("ssl (asyncio imports it)", ["ssl"]),
+    ("asyncio", ["asyncio"]),
+    ("awscrt MQTT5 (its native library)", ["awscrt.mqtt5"]),
+    ("awsiotsdk: MQTT5 builder, shadow and jobs clients", ["awsiot.mqtt5_client_builder", "awsiot.iotshadow",
+                                                          "awsiot.iotjobs"]),
+    ("sqlite3", ["sqlite3"]),
+    ("the project's run modules and config models", ["agent.commands.run_cmd", "agent.runtime"]),
+]  # fmt: skip
 _IMPORTTIME = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)\s*$")
 
 
 def _rss_kib_after(module: str) -> tuple[int, int]:
-    code = ("import importlib, sys\n"
-            "def rss():\n"
-            "    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])\n"
-            "r0 = rss()\n"
-            f"importlib.import_module({module!r})\n"
-            "print(r0, rss())\n")
+    code = (
+        "import importlib, sys\n"
+        "def rss():\n"
+        "    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])\n"
+        "r0 = rss()\n"
+        f"importlib.import_module({module!r})\n"
+        "print(r0, rss())\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          check=True)  # fmt: skip
     r0, r1 = (int(x) for x in out.stdout.split())
@@ -64,6 +105,25 @@ def _import_us(module: str) -> int:
         if m and m.group(4) == module:
             return int(m.group(2))
     return 0
+
+
+def import_layers() -> list[dict[str, Any]]:
+    code = (
+        "import importlib, json\n"
+        "def rss():\n"
+        "    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])\n"
+        f"rows = [['interpreter', rss()]]\n"
+        f"for what, mods in {LAYERS!r}:\n"
+        "    for m in mods:\n"
+        "        importlib.import_module(m)\n"
+        "    rows.append([what, rss()])\n"
+        "print(json.dumps(rows))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         check=True)  # fmt: skip
+    rows = json.loads(out.stdout)
+    return [{"layer": what, "rss_kib_added": kib - (rows[i - 1][1] if i else 0), "rss_kib_total": kib}
+            for i, (what, kib) in enumerate(rows)]  # fmt: skip
 
 
 def module_table(in_daemon: set[str]) -> list[dict[str, Any]]:
@@ -101,6 +161,8 @@ def main() -> None:
     report["naive_eager_imports"] = naive
     report["modules_loaded_by_daemon"] = len(loaded)
     report["not_loaded_by_daemon"] = sorted(m for m in MODULES if m not in loaded)
+    report["not_in_run_but_loaded"] = not_in_run(loaded)  # must stay empty (tests/e2e/test_footprint.py)
+    report["import_layers"] = import_layers()
     report["import_cost"] = module_table(loaded)
     report["ratio_rss_naive_over_agent"] = round(naive["rss_kib_max"] / agent["rss_kib_max"], 3)
     report["aim_rss_kib"] = 40 * 1024

@@ -25,19 +25,20 @@ class AgentProc:
     reachable from any network namespace."""
 
     def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None,
-                 prefix: list[str] | None = None, cwd: Path = ROOT) -> None:
+                 prefix: list[str] | None = None, cwd: Path = ROOT, module: str = "agent") -> None:
         self.config = config
         self.log = log
         self.env = env or {}
         self.prefix = prefix or []
         self.cwd = cwd  # `python -m agent` imports the agent package found here first
+        self.module = module  # or a wrapper with the same command line (bench.footprint_probe)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> AgentProc:
         env = {**os.environ, **self.env}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [*self.prefix, sys.executable, "-m", "agent", "run", "--config", str(self.config)],
+                [*self.prefix, sys.executable, "-m", self.module, "run", "--config", str(self.config)],
                 cwd=self.cwd, env=env, stderr=log, stdout=subprocess.DEVNULL,
             )
         return self

@@ -44,6 +44,16 @@ def test_fuzzed_job_documents_are_accepted_or_rejected_with_a_bounded_reason(doc
         assert params.model_dump() is not None
 
 
+def test_every_allowlisted_name_loads_the_action_of_that_name() -> None:
+    # The registry imports an action's module on first lookup: a typo in the allowlist would only
+    # show when a job names the action, so every entry is resolved here.
+    actions = registry()
+    assert len(actions) == len(set(actions)) == 7
+    for name in actions:
+        assert actions[name].name == name
+    assert actions.get("rm -rf") is None
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(docs=st.lists(config_doc, min_size=1, max_size=4))
 def test_fuzzed_deltas_apply_atomically_or_change_nothing(docs: list[dict[str, Any]]) -> None:
