@@ -71,7 +71,7 @@ def test_jobs_loop_and_action_crashes(gateway, admin, caplog):
         async with running(agent):
             jobs = await eventually(lambda: jobs_or_none(agent))
             await eventually(lambda: agent.conn is not None and agent.conn.connected.is_set())
-            jobs.actions["buggy"] = Action("buggy", _NoParams, _buggy)
+            jobs.actions = {**jobs.actions, "buggy": Action("buggy", _NoParams, _buggy)}  # the allowlist is read-only
             job_id = f"job-{uuid.uuid4().hex[:8]}"
             await asyncio.to_thread(admin.job_create, {"action": "buggy"}, [gateway.thing], job_id)
             ex = await eventually_async(lambda: asyncio.to_thread(final, job_id))
