@@ -39,29 +39,10 @@ EAGER = "bench.footprint_eager"
 PROBE = "bench.footprint_probe"
 # Modules worth a line in the table: what the daemon needs, and what it should not carry.
 MODULES = [
-    "asyncio",
-    "sqlite3",
-    "pydantic",
-    "agent.config",
-    "awscrt.mqtt5",
-    "awsiot.mqtt5_client_builder",
-    "awsiot.iotshadow",
-    "awsiot.iotjobs",
-    "agent.connection",
-    "agent.spool",
-    "agent.sampler",
-    "agent.uplink",
-    "agent.remote",
-    "agent.runtime",
-    "agent.payload.compact",
-    "agent.payload.jsonfmt",
-    "drivers.simulated",
-    "cryptography.x509",
-    "provisioning.flow",
-    "provisioning.rotation",
-    "tenacity",
-    "pymodbus",
-    "emulator.cli",
+    "asyncio", "sqlite3", "pydantic", "agent.config", "awscrt.mqtt5", "awsiot.mqtt5_client_builder",
+    "awsiot.iotshadow", "awsiot.iotjobs", "agent.connection", "agent.spool", "agent.sampler", "agent.uplink",
+    "agent.remote", "agent.runtime", "agent.payload.compact", "agent.payload.jsonfmt", "drivers.simulated",
+    "cryptography.x509", "provisioning.flow", "provisioning.rotation", "tenacity", "pymodbus", "emulator.cli",
     "cloud.preprovision.hook",
 ]
 # (what, modules): the daemon's imports in layers, each costed on top of the rows above it.
@@ -83,14 +64,12 @@ _IMPORTTIME = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)\s*$")
 
 
 def _rss_kib_after(module: str) -> tuple[int, int]:
-    code = (
-        "import importlib, sys\n"
-        "def rss():\n"
-        "    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])\n"
-        "r0 = rss()\n"
-        f"importlib.import_module({module!r})\n"
-        "print(r0, rss())\n"
-    )
+    code = ("import importlib, sys\n"
+            "def rss():\n"
+            "    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])\n"
+            "r0 = rss()\n"
+            f"importlib.import_module({module!r})\n"
+            "print(r0, rss())\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          check=True)  # fmt: skip
     r0, r1 = (int(x) for x in out.stdout.split())
@@ -108,17 +87,15 @@ def _import_us(module: str) -> int:
 
 
 def import_layers() -> list[dict[str, Any]]:
-    code = (
-        "import importlib, json\n"
-        "def rss():\n"
-        "    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])\n"
-        f"rows = [['interpreter', rss()]]\n"
-        f"for what, mods in {LAYERS!r}:\n"
-        "    for m in mods:\n"
-        "        importlib.import_module(m)\n"
-        "    rows.append([what, rss()])\n"
-        "print(json.dumps(rows))\n"
-    )
+    code = ("import importlib, json\n"
+            "def rss():\n"
+            "    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])\n"
+            "rows = [['interpreter', rss()]]\n"
+            f"for what, mods in {LAYERS!r}:\n"
+            "    for m in mods:\n"
+            "        importlib.import_module(m)\n"
+            "    rows.append([what, rss()])\n"
+            "print(json.dumps(rows))\n")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          check=True)  # fmt: skip
     rows = json.loads(out.stdout)

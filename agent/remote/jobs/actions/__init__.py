@@ -23,20 +23,8 @@ from agent.remote.jobs.actions.base import (
     parse,
 )
 
-__all__ = [
-    "ALLOWLIST",
-    "Action",
-    "ActionContext",
-    "ActionEnv",
-    "Failed",
-    "Params",
-    "Progress",
-    "Rejected",
-    "Result",
-    "details",
-    "parse",
-    "registry",
-]
+__all__ = ["ALLOWLIST", "Action", "ActionContext", "ActionEnv", "Failed", "Params", "Progress", "Rejected", "Result",
+           "details", "parse", "registry"]
 
 # Action name -> (module in this package, attribute): the whole allowlist.
 ALLOWLIST: dict[str, tuple[str, str]] = {
