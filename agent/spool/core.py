@@ -228,9 +228,11 @@ class Spool:
         store.st.committed_high = max(store.st.committed_high, batch[-1].seq)
         return True
 
-    def _fold(self) -> bool:
+    def fold(self) -> bool:
         """Move the journal's readings not acknowledged yet into SQLite in one synced transaction
-        that also names the journal's next generation, then start the journal over."""
+        that also names the journal's next generation, then start the journal over. Done by itself
+        when the journal reaches its size, at close and when the budget changes; False when the
+        database write failed (the journal keeps the readings)."""
         j = self._journal
         if j is None:
             return True
@@ -260,7 +262,7 @@ class Spool:
         if self._store.conn is None:
             return
         self.commit()
-        durable = self._fold()
+        durable = self.fold()
         if not durable and self._journal is not None:
             try:  # the journal's readings stay there: make them durable before claiming a clean stop
                 self._journal.flush()
@@ -294,7 +296,7 @@ class Spool:
         self._set_fold_bytes(max_bytes)
         self._commit_interval_s = float(commit_interval_s)
         if self._store.conn is not None:
-            self._fold()  # the journal's readings come under the new budget too
+            self.fold()  # the journal's readings come under the new budget too
             store = self._store
             self._guarded("enforce limits", lambda: store.transaction(lambda: self._budget.make_room(store, 0)), None)
 
@@ -350,7 +352,7 @@ class Spool:
         self._pending_since = None
         self._last_commit = self._clock()
         if self._journal is not None and self._journal.size >= self._fold_bytes:
-            self._fold()
+            self.fold()
         return len(batch)
 
     def _write_db(
@@ -449,6 +451,12 @@ class Spool:
                         extra={"error": str(exc)})
         return hi - lo
 
+    @property
+    def pending(self) -> tuple[Reading, ...]:
+        """The readings appended and not yet committed, oldest first: what a kill -9 now would cost
+        (``stats().pending_uncommitted`` counts them)."""
+        return tuple(self._pending)
+
     def stats(self) -> SpoolStats:
         st = self._st
         oldest_seq, oldest_ts = st.oldest_seq, st.oldest_ts
@@ -473,6 +481,8 @@ class Spool:
             disk_full_events=st.counters["disk_full_events"],
             commit_failures=self._commit_failures,
             seq_skipped=st.counters["seq_skipped"],
+            journal_readings=len(self._tail),
+            journal_generation=self._journal.gen if self._journal is not None else 0,
         )
 
     # --- corruption --------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ class SpoolStats:
     disk_full_events: int = 0  # SQLITE_FULL / ENOSPC met and handled
     commit_failures: int = 0  # commits that kept their readings in RAM for a later retry
     seq_skipped: int = 0  # sequence numbers skipped (never used) to stay clear of possibly-sent ones
+    journal_readings: int = 0  # of ``readings``, those still in the append journal (not yet folded into SQLite)
+    journal_generation: int = 0  # folds so far into this database (0 without a journal)
 
 
 @dataclass(frozen=True)

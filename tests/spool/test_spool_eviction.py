@@ -23,7 +23,7 @@ def tuning(request):
 
 def settle(sp):
     """Fold the journal (if any) into SQLite, where the budget applies."""
-    sp._fold()
+    sp.fold()
 
 
 def fill(sp, n, *, alarm_every=0, start=0, per_commit=200):
@@ -205,11 +205,11 @@ def test_ram_shedding_drops_routine_before_alarms_wherever_they_are_in_the_buffe
     assert st.pending_uncommitted == 300
     assert st.evicted_alarm == 0
     assert st.evicted_routine == 50
-    assert [r.seq for r in sp._pending if r.alarm] == list(range(11, 211))
-    assert [r.seq for r in sp._pending if not r.alarm] == list(range(261, 361))  # the oldest routine went
+    assert [r.seq for r in sp.pending if r.alarm] == list(range(11, 211))
+    assert [r.seq for r in sp.pending if not r.alarm] == list(range(261, 361))  # the oldest routine went
     sp.append([reading(400 + i, alarm=True) for i in range(300)])  # seqs 361..660
     st = sp.stats()
     assert st.pending_uncommitted == 300
     assert st.evicted_routine == 50 + 100  # every routine reading went before any alarm
     assert st.evicted_alarm == 200  # then the oldest alarms
-    assert [r.seq for r in sp._pending] == list(range(361, 661))
+    assert [r.seq for r in sp.pending] == list(range(361, 661))
