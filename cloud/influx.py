@@ -8,6 +8,7 @@ the dead-letter path) and ``StoreUnavailable`` (no answer, 5xx, timeout: try aga
 
 from __future__ import annotations
 
+import hmac
 import http.client
 import json
 import threading
@@ -77,6 +78,11 @@ class InfluxClient:
         self._local = threading.local()
         # Timestream for InfluxDB / InfluxDB 2 take "Authorization: Token <token>" on the v1 API.
         self._headers = {"Authorization": f"Token {token}"} if token else {}
+
+    def sends_token(self, token: str) -> bool:
+        """Whether requests carry ``token`` (a deployment check that the secret reached the client,
+        without a way to read the secret back)."""
+        return hmac.compare_digest(self._headers.get("Authorization", ""), f"Token {token}")
 
     def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
         """(this thread's connection, whether it was used before)."""
