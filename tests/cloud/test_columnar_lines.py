@@ -20,7 +20,7 @@ from cloud.lineproto import FieldValue, LineProtocolError
 from cloud.seqranges import SeqRanges, new_readings
 from tests.payload.conftest import values
 
-FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 T0 = 1_790_000_000_000
 REAL_SERIES = [("sim-1", "methane", "ppm"), ("sim-1", "methane_lel", "%LEL"), ("sim-1", "temperature", "degC"),
                ("s 2", "methane", "ppm")]

@@ -18,6 +18,7 @@ from agent.reading import Reading
 from tests.payload.conftest import DEVICE, batches
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+BATCHES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # costly to draw
 
 
 def _outcome(fn: object, *args: object) -> object:
@@ -28,7 +29,7 @@ def _outcome(fn: object, *args: object) -> object:
 
 
 @pytest.mark.parametrize("encoding", payload.ENCODINGS)
-@FUZZ
+@BATCHES
 @given(batch=batches())
 def test_columns_hold_exactly_the_decoded_readings(encoding: str, batch: Batch) -> None:
     data = payload.encode(batch, encoding)
