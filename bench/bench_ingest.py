@@ -15,12 +15,14 @@
   local ingest; a poller queries the store every 50 ms and records when each reading first becomes
   queryable; latency = that moment minus the reading's own timestamp.
 
-    .venv/bin/python -m bench.bench_ingest [--quick] [--readings 400000] [--latency-s 40]
+    .venv/bin/python -m bench.bench_ingest [--quick] [--readings 400000] [--latency-s 40] [--influxd-variants]
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import http.client
 import json
 import multiprocessing as mp
 import os
@@ -129,31 +131,43 @@ def run_ingest(server: LocalInflux, db: str, work: dict[str, list[tuple[str, byt
     }
 
 
-def _post(url: str, db: str, bodies: list[list[str]], go: Any, q: Any) -> None:
-    client = InfluxClient(url, db, timeout=60)
+def _post(port: int, db: str, bodies: list[bytes], gzipped: bool, go: Any, q: Any) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-Type": "text/plain; charset=utf-8", **({"Content-Encoding": "gzip"} if gzipped else {})}
     go.wait()
-    for lines in bodies:
-        client.write(lines)
+    for body in bodies:
+        conn.request("POST", f"/write?db={db}&precision=ns", body, headers)
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status != 204:
+            raise RuntimeError(f"influxd refused a write: HTTP {resp.status}")
     q.put(True)
 
 
-def run_influxd_alone(server: LocalInflux, db: str, work: dict[str, list[tuple[str, bytes]]],
-                      workers: int) -> dict[str, Any]:
-    """influxd's own share: the very lines the ingest writes (formatted before the clock starts),
-    posted by ``workers`` processes with nothing else to do. No ingest can go faster than this."""
+def run_influxd_alone(server: LocalInflux, db: str, work: dict[str, list[tuple[str, bytes]]], workers: int,
+                      per_write: int = 0, gzipped: bool = False) -> dict[str, Any]:
+    """influxd's own share: the very lines the ingest writes (formatted, and gzipped when asked,
+    before the clock starts), posted by ``workers`` processes with nothing else to do, one batch per
+    write (or ``per_write`` lines per write). No ingest can go faster than this."""
     InfluxClient(server.url, db).create_database()
-    shares: list[list[list[str]]] = [[] for _ in range(workers)]
+    shares: list[list[str]] = [[] for _ in range(workers)]
+    batches_of: list[list[list[str]]] = [[] for _ in range(workers)]
     for i, device in enumerate(sorted(work)):
         for topic, payload in work[device]:
-            shares[i % workers].append(reading_lines(decode_columns(payload), parse_topic(topic).site))
-    n = sum(len(lines) for share in shares for lines in share)
+            lines = reading_lines(decode_columns(payload), parse_topic(topic).site)
+            shares[i % workers] += lines
+            batches_of[i % workers].append(lines)
+    chunks = [[s[j : j + per_write] for j in range(0, len(s), per_write)] if per_write else b
+              for s, b in zip(shares, batches_of, strict=True)]
+    bodies = [[_body(c, gzipped) for c in share] for share in chunks]
+    n = sum(len(s) for s in shares)
     ctx = mp.get_context("spawn")
     go, q = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_post, args=(server.url, db, share, go, q)) for share in shares]
+    assert server.port is not None and server.proc is not None
+    procs = [ctx.Process(target=_post, args=(server.port, db, b, gzipped, go, q)) for b in bodies]
     for p in procs:
         p.start()
     time.sleep(2.0)
-    assert server.proc is not None
     influx_cpu0 = _cpu_s(server.proc.pid)
     t0 = time.perf_counter()
     go.set()
@@ -163,8 +177,14 @@ def run_influxd_alone(server: LocalInflux, db: str, work: dict[str, list[tuple[s
     influx_cpu = _cpu_s(server.proc.pid) - influx_cpu0
     for p in procs:
         p.join(30)
-    return {"workers": workers, "readings": n, "wall_s": round(wall, 3), "readings_per_s": round(n / wall),
+    return {"workers": workers, "readings": n, "lines_per_write": per_write or round(n / sum(map(len, bodies))),
+            "gzip": gzipped, "wall_s": round(wall, 3), "readings_per_s": round(n / wall),
             "influxd_cpu_us_per_reading": round(influx_cpu / n * 1e6, 2)}
+
+
+def _body(lines: list[str], gzipped: bool) -> bytes:
+    raw = "\n".join(lines).encode()
+    return gzip.compress(raw, 1) if gzipped else raw
 
 
 def run_naive(server: LocalInflux, rs: list[Reading], device: str) -> dict[str, Any]:
@@ -187,7 +207,7 @@ def run_naive(server: LocalInflux, rs: list[Reading], device: str) -> dict[str, 
             "cpu_us_per_reading": round((time.process_time() - c0) / len(docs) * 1e6, 2)}
 
 
-def throughput(readings: int, devices: int, naive_readings: int) -> dict[str, Any]:
+def throughput(readings: int, devices: int, naive_readings: int, influxd_variants: bool = False) -> dict[str, Any]:
     data = streams(readings, devices)
     work = {dev: batches(dev, rs) for dev, rs in data.items()}
     n_batches = sum(len(b) for b in work.values())
@@ -201,6 +221,10 @@ def throughput(readings: int, devices: int, naive_readings: int) -> dict[str, An
             three = run_ingest(server, "w3", work, 3, tmp)
             replay = run_ingest(server, "w2", work, 2, tmp)  # the same batches again: all duplicates
             alone = run_influxd_alone(server, "alone", work, 2)
+            variants = {"gzip_bodies": run_influxd_alone(server, "alone_gz", work, 2, gzipped=True),
+                         "20000_lines_per_write": run_influxd_alone(server, "alone_20k", work, 2, per_write=20000),
+                         "1000_lines_per_write": run_influxd_alone(server, "alone_1k", work, 2, per_write=1000),
+                         } if influxd_variants else {}
             naive = run_naive(server, data[sorted(data)[0]][:naive_readings], sorted(data)[0])
             load1 = os.getloadavg()[0]
             check = InfluxClient(server.url, "w2").query_one('SELECT sum("received") FROM "ingest_batch"')
@@ -220,6 +244,7 @@ def throughput(readings: int, devices: int, naive_readings: int) -> dict[str, An
         "ingest_3_workers": three,
         "replay_all_duplicates": {**replay, "stored_after_replay": int(check[0].values[0][1]) if check else None},
         "influxd_alone_same_lines": alone,
+        **({"influxd_alone_variants": variants} if variants else {}),
         "naive_json_point_per_request": naive,
         "best_readings_per_s": best,
         "ratio_vs_naive": round(best / naive["readings_per_s"], 1),
@@ -301,10 +326,12 @@ def main() -> int:
     ap.add_argument("--devices", type=int, default=8)
     ap.add_argument("--naive-readings", type=int, default=5_000)
     ap.add_argument("--latency-s", type=float, default=40.0)
+    ap.add_argument("--influxd-variants", action="store_true",
+                    help="also post the lines to influxd gzipped, and 1,000 / 20,000 to a write")
     args = ap.parse_args()
     if args.quick:
         args.readings, args.naive_readings, args.latency_s = 40_000, 1_000, 15.0
-    doc = {"throughput": throughput(args.readings, args.devices, args.naive_readings),
+    doc = {"throughput": throughput(args.readings, args.devices, args.naive_readings, args.influxd_variants),
            "latency": latency(args.latency_s)}
     print(json.dumps(doc, indent=2))
     return 0
