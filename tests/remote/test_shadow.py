@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import stat
+import time
 
 from agent.remote import overlay
 from agent.runtime import Agent
@@ -136,7 +137,17 @@ def test_idle_agent_does_not_build_its_status_every_second(gateway, admin):
             shadow = shadow_of(agent)
             assert shadow is not None
             await eventually(lambda: shadow.reports >= 1)
-            await asyncio.sleep(2.0)  # the start-up reports (config, then status) are done
+            # The start-up reports (config, then status) are done once none came for 1.5 s (a fixed
+            # wait is too short on a loaded machine, and then counts a start-up report).
+            seen = {"reports": -1, "since": 0.0}
+
+            def settled() -> bool:
+                now = time.monotonic()
+                if shadow.reports != seen["reports"]:
+                    seen.update(reports=shadow.reports, since=now)
+                return now - seen["since"] >= 1.5
+
+            await eventually(settled, 30)
             reports = shadow.reports
             source = shadow.status_source
             builds = 0
