@@ -48,8 +48,8 @@ async def call(fut: concurrent.futures.Future[Any], timeout_s: float) -> Any:
     """Await a service request. A cancelled wait never cancels awscrt's future (it completes it
     later), and a cancellation is never lost: with ``asyncio.wait_for`` (Python 3.11) a response
     arriving in the same loop turn as the cancel was returned instead, the shadow or jobs loop went
-    back to its queue, and the feature's stop waited for it forever (213 of 1,000 simulated
-    gateways never finished stopping)."""
+    back to its queue, and the feature's stop waited for it forever (the likeliest cause of
+    the 213 of 1,000 simulated gateways that never finished stopping)."""
     async with asyncio.timeout(timeout_s + 5):
         return await awaitable(fut)
 

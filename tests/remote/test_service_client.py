@@ -1,7 +1,7 @@
 """A shadow or jobs request that is answered in the same loop turn as the feature's stop cancels
 the waiting loop must still end that loop. With ``asyncio.wait_for`` (Python 3.11) the response
 won, the cancel was lost, the loop went back to its queue and the feature's stop waited for it
-forever: 213 of 1,000 simulated gateways never finished stopping."""
+forever (the likeliest cause of the 213 of 1,000 simulated gateways that never finished stopping)."""
 
 from __future__ import annotations
 
