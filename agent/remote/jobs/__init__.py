@@ -26,11 +26,14 @@ class JobsFeature:
         self.layer = layer
         self.remote = remote
         self.env = env or ActionEnv()
-        self.logring = LogRing(remote.log_ring_lines)
+        self.logring = LogRing.shared(remote.log_ring_lines)
+        self._ring_installed = False
         self.runner: JobRunner | None = None
 
     async def start(self, ports: Ports) -> None:
-        self.logring.install()
+        if not self._ring_installed:
+            self.logring.install()
+            self._ring_installed = True
         conn, thing = ports.connection, ports.thing_name
         if conn is None or not thing:
             return  # offline: nothing to take jobs from
@@ -43,7 +46,9 @@ class JobsFeature:
         if self.runner is not None:
             await self.runner.stop()
             self.runner = None
-        self.logring.remove()
+        if self._ring_installed:
+            self.logring.remove()
+            self._ring_installed = False
 
     def status(self) -> dict[str, Any] | None:
         return self.runner.status() if self.runner is not None else None
