@@ -8,6 +8,10 @@ clears a methane alarm, and the ingest stores those events."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,7 @@ import pytest
 from cloud.influx import InfluxClient
 from emulator import Emulator
 from emulator.demo import DEMO_SERIAL, agent_config
+from emulator.demo_chart import completeness_command, show_store
 from emulator.ingest import LocalIngest
 from emulator.services.device_services import DeviceServices
 from tests.e2e.conftest import AgentProc
@@ -44,8 +49,15 @@ def expand(query: str) -> str:
     return query
 
 
+@dataclass
+class DemoStore:
+    client: InfluxClient
+    thing: str
+    emulator_state: Path
+
+
 @pytest.fixture(scope="module")
-def demo_store(tmp_path_factory):
+def demo_store(tmp_path_factory) -> Iterator[DemoStore]:
     base = tmp_path_factory.mktemp("demo")
     ingest = LocalIngest()
     with Emulator(base / "emulator", components=[DeviceServices(), ingest], fleet_provisioning=True) as emu:
@@ -65,14 +77,29 @@ def demo_store(tmp_path_factory):
         finally:
             agent.terminate()
         ingest.flush()
-        yield client
+        thing = json.loads((base / "agent-state" / "identity" / "identity.json").read_text())["thing_name"]
+        yield DemoStore(client, thing, emu.state_dir)
 
 
 @pytest.mark.parametrize(("name", "query"), queries(), ids=[n for n, _ in queries()])
-def test_dashboard_query_returns_demo_data(demo_store: InfluxClient, name: str, query: str):
-    series = demo_store.query_one(expand(query))
+def test_dashboard_query_returns_demo_data(demo_store: DemoStore, name: str, query: str):
+    series = demo_store.client.query_one(expand(query))
     values = [v for s in series for row in s.values for v in row[1:] if v is not None]
     assert values, f"{name}: no data for {expand(query)}"
+
+
+def test_demo_end_says_how_to_query_the_store_once_it_has_stopped(demo_store: DemoStore):
+    """``make demo`` used to end with "try: cloud completeness ... (while the demo runs)" after
+    the store had stopped: the end now says how to serve it again, and the hint's command (printed
+    during the demo) works while the store runs."""
+    lines: list[str] = []
+    assert show_store(demo_store.client, demo_store.thing, lines.append, demo_store.emulator_state)
+    assert "while the demo runs" not in lines[-1]
+    assert f"methane-agent emulator serve --state-dir {demo_store.emulator_state} --ingest" in lines[-1]
+    cmd = completeness_command(demo_store.client.url, demo_store.client.database, demo_store.thing).split()
+    out = subprocess.run([sys.executable, "-m", "agent", *cmd[1:], "--json"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and json.loads(out.stdout)["received"] > 0, out.stdout + out.stderr
 
 
 def test_dashboard_shape():
