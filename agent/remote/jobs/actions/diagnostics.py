@@ -52,10 +52,11 @@ class UploadParams(Params):
 def bundle(status: dict[str, Any], lines: list[str], max_bytes: int) -> bytes:
     """JSON with the status and as many of the NEWEST log lines as fit in ``max_bytes``."""
     head = {"agent_version": agent.__version__, "created_ts": time.time(), "status": status}
-    base = json.dumps({**head, "logs": []}, default=str).encode()
+    # The budget counts the "logs_dropped" tail too, at its widest (every line dropped).
+    base = json.dumps({**head, "logs": [], "logs_dropped": len(lines)}, default=str).encode()
     if len(base) > max_bytes:
         head["status"] = {"truncated": True}
-        base = json.dumps({**head, "logs": []}, default=str).encode()
+        base = json.dumps({**head, "logs": [], "logs_dropped": len(lines)}, default=str).encode()
     budget = max_bytes - len(base)
     kept: list[str] = []
     for line in reversed(lines):
