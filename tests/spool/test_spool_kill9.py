@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 from agent.spool import Spool
@@ -24,10 +26,17 @@ def run_and_kill(path: Path, seed: int, rng: random.Random) -> list[list[str]]:
     )
     assert proc.stdout is not None and proc.stderr is not None
     # Wait until the child really works (it printed its first commit), then kill at a random moment.
-    deadline = time.monotonic() + 60
-    first = [proc.stdout.readline().decode(), proc.stdout.readline().decode()]
+    # The two lines are read in a thread so a child that hangs fails the test instead of blocking it.
+    stdout = proc.stdout
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        started = pool.submit(lambda: [stdout.readline().decode(), stdout.readline().decode()])
+        try:
+            first = started.result(timeout=60)
+        except FutureTimeout:
+            proc.kill()  # ends the reader thread's readline with EOF
+            err = proc.stderr.read()
+            raise AssertionError(f"the child printed no start and first commit in 60 s: {err!r}") from None
     assert first[0].startswith("S "), (first, proc.stderr.read() if proc.poll() is not None else "")
-    assert time.monotonic() < deadline
     time.sleep(rng.uniform(0.0, 0.3))
     os.kill(proc.pid, signal.SIGKILL)
     rest = proc.stdout.read().decode()
