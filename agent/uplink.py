@@ -20,6 +20,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent import payload
@@ -54,8 +55,12 @@ class UplinkStats:
 
 
 class Uplink:
-    def __init__(self, spool: Spool, conn: Connection, conf: UplinkConfig, device: str, site: str) -> None:
+    def __init__(self, spool: Spool, conn: Connection, conf: UplinkConfig, device: str, site: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock`` is the monotonic clock batch ages and retry waits are measured on; a test
+        passes its own to reach a batch's age without waiting for it."""
         self.spool = spool
+        self._clock = clock
         self.conn = conn
         self.device = device
         self.site = site
@@ -119,11 +124,11 @@ class Uplink:
             if self._rewind or len(self._inflight) >= self.conf.max_inflight:
                 await self._wait(None)
                 continue
-            hold = self._retry_at - time.monotonic()
+            hold = self._retry_at - self._clock()
             if hold > 0:
                 await self._wait(hold)
                 continue
-            delay = await self._try_send()
+            delay = await self.send_due()
             if delay != 0.0:
                 await self._wait(delay)  # None: until woken
 
@@ -134,8 +139,10 @@ class Uplink:
             async with asyncio.timeout(timeout):
                 await self.wake.wait()
 
-    async def _try_send(self) -> float | None:
-        """Send one batch if one is due; return how long to wait otherwise (None = until woken)."""
+    async def send_due(self) -> float | None:
+        """One look at the spool, as ``run`` makes after each wake: send one batch if one is due and
+        return 0.0 when another may be due at once, else how long until the pending batch is due
+        (None = until woken). Public so a test can step the uplink without its loop."""
         limit = min(MAX_READ, max(256, 2 * self._read_hint))
         budget = min(self.max_payload, self._refused_cap or self.max_payload)
         if len(self._ahead) < limit:
@@ -146,7 +153,7 @@ class Uplink:
         if not readings:
             self._first_pending_seen = None
             return None
-        now = time.monotonic()
+        now = self._clock()
         if self._first_pending_seen is None:
             self._first_pending_seen = now
         age = now - self._first_pending_seen
@@ -242,7 +249,12 @@ class Uplink:
         # Full-jitter backoff, capped: a broker that refuses everything is not hammered. A reconnect
         # ends the wait.
         cap = min(self.conf.retry_max_delay_s, 0.5 * 2 ** min(self._failures_in_row, 12))
-        self._retry_at = time.monotonic() + random.uniform(0, cap)
+        self._retry_at = self._clock() + random.uniform(0, cap)
+
+    async def settle(self) -> None:
+        """Wait until every batch in flight on this connection was acknowledged or failed."""
+        if self._inflight:
+            await asyncio.wait(set(self._inflight))
 
     async def stop(self, grace_s: float = 2.0) -> None:
         """Give in-flight batches a moment to be acknowledged, then cancel (they stay spooled)."""

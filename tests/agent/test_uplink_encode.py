@@ -41,6 +41,16 @@ def _second(spool: Spool, k: int, alarm: bool = False) -> None:
     spool.commit()
 
 
+class _Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture
 def counted_fit(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
@@ -63,15 +73,17 @@ def _spool(tmp_path: Path) -> Spool:
 def test_a_batch_waiting_for_its_age_is_encoded_once(tmp_path: Path, counted_fit: list[int]) -> None:
     async def scenario() -> None:
         spool = _spool(tmp_path)
-        up = Uplink(spool, _Recorder(), UplinkConfig(batch_max_age_s=60), "gw-1", "site-1")  # type: ignore[arg-type]
+        clock = _Clock()
+        up = Uplink(spool, _Recorder(), UplinkConfig(batch_max_age_s=60), "gw-1", "site-1",  # type: ignore[arg-type]
+                    clock=clock)
         try:
             for k in range(59):  # a minute of commits, each followed by the uplink's look
                 _second(spool, k)
-                assert await up._try_send() is not None  # not due: nothing sent
+                assert await up.send_due() is not None  # not due: nothing sent
             assert counted_fit == []  # 472 readings of ~1 byte each cannot fill 5 KB: not encoded
-            up._first_pending_seen = (up._first_pending_seen or 0) - 60  # the batch's age is reached
-            assert await up._try_send() is None
-            await asyncio.gather(*up._inflight)
+            clock.now += 60  # the batch's age is reached
+            assert await up.send_due() is None
+            await up.settle()
             assert counted_fit == [59 * 8]
             assert up.stats.readings_acked == 59 * 8
         finally:
@@ -86,10 +98,10 @@ def test_an_alarm_goes_at_once(tmp_path: Path, counted_fit: list[int]) -> None:
         up = Uplink(spool, _Recorder(), UplinkConfig(batch_max_age_s=60), "gw-1", "site-1")  # type: ignore[arg-type]
         try:
             _second(spool, 0)
-            assert await up._try_send() is not None
+            assert await up.send_due() is not None
             _second(spool, 1, alarm=True)
-            assert await up._try_send() is None
-            await asyncio.gather(*up._inflight)
+            assert await up.send_due() is None
+            await up.settle()
             assert up.stats.readings_acked == 16 and counted_fit == [16]
         finally:
             spool.close()
@@ -109,9 +121,9 @@ def test_a_batch_that_fills_its_budget_goes_before_its_age(tmp_path: Path, count
                 assert k < 20, "a full JSON batch (~30 readings in 5 KB) was not sent within 20 s of readings"
                 _second(spool, k)
                 k += 1
-                while await up._try_send() == 0.0:
+                while await up.send_due() == 0.0:
                     pass
-                await asyncio.gather(*up._inflight)
+                await up.settle()
             assert k <= 5  # 8 readings a second: the 5 KB budget is full in 4 seconds
             assert all(len(p) <= up.max_payload for p in rec.sent)
         finally:
