@@ -1,9 +1,9 @@
 """Give the C heap's free pages back to the kernel when a burst of one-off work is over.
 
-Start-up (reading the TOML, building the pydantic validators, opening the databases) and each
-connect (the TLS handshake on awscrt's threads, the shadow and jobs round-trips) free about a
-megabyte that glibc's malloc keeps for reuse; the steady state never needs it again, so on a
-gateway it is only RSS. ``malloc_trim(0)`` returns every whole free page of every arena
+Start-up (reading the TOML, building the pydantic validators, opening the databases), each
+connect (the TLS handshake on awscrt's threads, the shadow and jobs round-trips) and each batch's
+encoding free a megabyte or so that glibc's malloc keeps for reuse; between those moments the
+daemon never needs it, so on a gateway it is only RSS. ``malloc_trim(0)`` returns every whole free page of every arena
 (bench/bench_footprint.py; docs/architecture.md, "Memory"). Where the C library has no
 ``malloc_trim`` (musl) this does nothing: the memory is then merely kept, never wrong."""
 

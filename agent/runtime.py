@@ -44,9 +44,12 @@ log = logging.getLogger(__name__)
 # Changing these needs a restart: they decide which files and identity the process holds open.
 RESTART_ONLY = ("state_dir", "spool.path", "device.thing_name", "alarms.outputs", "alarms.keep_sent_events")
 STOP_BUDGET_S = 4.0  # SIGTERM must finish within 5 s
-# After a connect, the TLS handshake and the features' first round-trips (shadow get, jobs
-# subscriptions) are over within this long; then their freed heap goes back (agent/heap.py).
+# The C heap's freed pages go back (agent/heap.py) once start-up is over, this long after each
+# connect (the TLS handshake and the features' first round-trips, shadow get and jobs subscriptions,
+# are done by then), and after an acknowledged batch (its encoding's working memory, about 1.3 MB
+# for 60 s of 8 channels) at most every HEAP_TRIM_EVERY_S (a drain acknowledges up to 100 batches/s).
 TRIM_AFTER_CONNECT_S = 3.0
+HEAP_TRIM_EVERY_S = 30.0
 
 __all__ = ["STOP_BUDGET_S", "Agent", "ConfigRejected", "load_config", "run"]
 
@@ -96,6 +99,7 @@ class Agent:
         self.last_reload_error: str | None = None
         self.running = asyncio.Event()  # set once READY=1 went out
         self.owns_process = True  # run(signals=False): one of many agents in the process
+        self._heap_trimmed = float("-inf")  # monotonic time of the last heap.trim()
 
     # --- features --------------------------------------------------------------------------------
     def _features(self, action_env: ActionEnv | None) -> list[Feature]:
@@ -189,14 +193,20 @@ class Agent:
         self.conn = Connection(
             c.connection, c.connection.client_id or self.thing, loop, ack_timeout_s=c.uplink.ack_timeout_s
         )
-        self.uplink = Uplink(self.spool, self.conn, c.uplink, self.thing, c.device.site_id)
+        self.uplink = Uplink(self.spool, self.conn, c.uplink, self.thing, c.device.site_id,
+                             on_acked=lambda: self._trim_heap(at_most_every_s=HEAP_TRIM_EVERY_S))
         self.conn.on_connect(self._trim_after_connect)
         self.conn.start()
         self._tasks.append(loop.create_task(self.uplink.run(), name="uplink"))
 
     def _trim_after_connect(self, _session_present: bool) -> None:
-        if self.owns_process:
-            asyncio.get_running_loop().call_later(TRIM_AFTER_CONNECT_S, heap.trim)
+        asyncio.get_running_loop().call_later(TRIM_AFTER_CONNECT_S, self._trim_heap)
+
+    def _trim_heap(self, *, at_most_every_s: float = 0.0) -> None:
+        now = time.monotonic()
+        if self.owns_process and now - self._heap_trimmed >= at_most_every_s:
+            heap.trim()
+            self._heap_trimmed = now
 
     # --- lifecycle -----------------------------------------------------------------------------
     async def run(self, *, signals: bool = True) -> int:
@@ -229,8 +239,7 @@ class Agent:
         self.watchdog.start()
         self.notifier.ready(summary_line(self.status()))
         self.running.set()
-        if self.owns_process:
-            heap.trim()  # start-up's one-off allocations (config, validators, databases) are garbage now
+        self._trim_heap()  # start-up's one-off allocations (config, validators, databases) are garbage now
         log.info(
             "agent running",
             extra={"version": agent.__version__, "thing": self.thing or "-", "sensors": len(self.sampler.tasks)},

@@ -56,11 +56,13 @@ class UplinkStats:
 
 class Uplink:
     def __init__(self, spool: Spool, conn: Connection, conf: UplinkConfig, device: str, site: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, on_acked: Callable[[], None] | None = None) -> None:
         """``clock`` is the monotonic clock batch ages and retry waits are measured on; a test
-        passes its own to reach a batch's age without waiting for it."""
+        passes its own to reach a batch's age without waiting for it. ``on_acked`` runs after each
+        acknowledged batch (the runtime gives the batch's encoding memory back, agent/heap.py)."""
         self.spool = spool
         self._clock = clock
+        self.on_acked = on_acked
         self.conn = conn
         self.device = device
         self.site = site
@@ -222,6 +224,8 @@ class Uplink:
         s.bytes_acked += len(encoded)
         s.last_ack_wall = time.time()
         log.debug("batch acked", extra={"first_seq": first, "last_seq": last, "bytes": len(encoded)})
+        if self.on_acked is not None:
+            self.on_acked()
 
     def _failed(self, first: int, last: int, count: int, size: int, exc: PublishError) -> None:
         """Never sleeps: a failed batch leaves the in-flight count at once. The readings stay in the

@@ -130,3 +130,32 @@ def test_a_batch_that_fills_its_budget_goes_before_its_age(tmp_path: Path, count
             spool.close()
 
     asyncio.run(scenario())
+
+
+def test_on_acked_runs_after_each_acknowledged_batch_only(tmp_path: Path) -> None:
+    """The runtime gives a batch's encoding memory back from this hook (agent/heap.py)."""
+    from agent.connection import PublishError
+
+    class _Refusing(_Recorder):
+        async def publish(self, topic: str, encoded: bytes, **_kw: Any) -> None:
+            raise PublishError("refused")
+
+    async def scenario() -> None:
+        spool = _spool(tmp_path)
+        acked: list[int] = []
+        conf = UplinkConfig(batch_max_age_s=60)
+        up = Uplink(spool, _Recorder(), conf, "gw-1", "site-1", on_acked=lambda: acked.append(up.stats.batches_acked))  # type: ignore[arg-type]
+        try:
+            _second(spool, 0, alarm=True)  # an alarm goes at once
+            assert await up.send_due() is None
+            await up.settle()
+            assert acked == [1]  # after the batch was counted acknowledged
+            up.conn = _Refusing()  # type: ignore[assignment]
+            _second(spool, 1, alarm=True)
+            await up.send_due()
+            await up.settle()
+            assert up.stats.failures == 1 and acked == [1]
+        finally:
+            spool.close()
+
+    asyncio.run(scenario())
