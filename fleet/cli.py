@@ -1,5 +1,6 @@
-"""``methane-agent fleet simulate``: run N simulated gateways (the real agent pipeline each) against
-the emulator or a real IoT Core account, print a live view, write the report."""
+"""``methane-agent fleet simulate``: run N simulated gateways (the real agent pipeline each, hosted
+in ``--agent-workers`` processes) against the emulator or a real IoT Core account, print a live view,
+write the report."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ import tempfile
 from pathlib import Path
 
 from fleet.profiles import Endpoint
-from fleet.simulator import SCENARIOS, FleetSimulator, Options, SimulationError, render_text
+from fleet.simulator import (
+    SCENARIOS,
+    FleetSimulator,
+    Options,
+    SimulationError,
+    default_agent_workers,
+    render_text,
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,6 +43,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                      help="gateways' config, spool and identity (default: <emulator-dir>/fleet or a temp dir)")
     sim.add_argument("--provision-parallel", type=int, default=4,
                      help="worker processes provisioning gateways at once (default 4)")
+    sim.add_argument("--agent-workers", type=int, default=None,
+                     help="processes hosting the agents, each on its own event loop (default: one per CPU)")
     sim.add_argument("--batch-max-age", type=float, default=60.0, help="gateways' uplink.batch_max_age_s")
     sim.add_argument("--max-reconnect-delay-ms", type=int, default=30_000, help="gateways' reconnect backoff bound")
     sim.add_argument("--min-reconnect-delay-ms", type=int, default=None,
@@ -60,6 +70,8 @@ def _aws(args: argparse.Namespace) -> Endpoint | None:
 
 def simulate_cmd(args: argparse.Namespace) -> int:
     try:
+        if args.agent_workers is not None and args.agent_workers < 1:
+            raise SimulationError("--agent-workers must be at least 1")
         if args.devices < 1 or args.duration < 0 or not 0 <= args.legacy_fraction < 1:
             raise SimulationError("--devices >= 1, --duration >= 0 and 0 <= --legacy-fraction < 1 are required")
         aws = _aws(args)
@@ -72,6 +84,7 @@ def simulate_cmd(args: argparse.Namespace) -> int:
             min_reconnect_delay_ms=args.min_reconnect_delay_ms,
             outage_s=args.outage, rollout_per_minute=args.rollout_per_minute, legacy_fraction=args.legacy_fraction,
             abort_threshold_percent=args.abort_threshold, seed=args.seed, progress_s=args.progress,
+            agent_workers=args.agent_workers or default_agent_workers(),
         )
         report = FleetSimulator(opts).run()
     except SimulationError as exc:

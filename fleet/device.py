@@ -1,19 +1,19 @@
 """One simulated gateway: the agent's own config file, fleet provisioning by claim (CSR) through
 ``agent.identity_setup.prepare_identity``, then ``agent.runtime.Agent`` (sampler, spool, uplink,
-shadow, jobs) on the shared event loop, each with its own MQTT5 connection, spool and identity."""
+shadow, jobs) on its agent worker's event loop, each with its own MQTT5 connection, spool and identity."""
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent import config as cfg
-from agent.identity_setup import IdentitySetupError, prepare_identity
+from agent.identity_setup import prepare_identity
 from agent.runtime import Agent, ConfigRejected
 from agent.spool import SpoolError
 from fleet.profiles import DeviceProfile
@@ -40,22 +40,15 @@ class SimDevice:
     thing: str | None = None
     agent: Agent | None = None
     task: asyncio.Task[int] | None = None
-    provision_s: float | None = None
     error: str | None = None
     committed: int = 0  # highest committed seq when the run ended
     counters: dict[str, int] = field(default_factory=dict)
 
-    async def start(self, loop: asyncio.AbstractEventLoop, pool: concurrent.futures.Executor) -> None:
-        """Provision in ``pool`` (worker processes: key generation, TLS set-up and the claim
-        exchange hold the GIL long enough to starve the running agents' loop), then start the agent
-        here; its own start-up identity step finds the verified identity and only reads it."""
-        try:
-            self.provision_s = await loop.run_in_executor(pool, provision_identity, str(self.config_path))
-            conf = await loop.run_in_executor(None, _load_identity, self.config_path)
-        except (IdentitySetupError, cfg.ConfigError, OSError) as exc:
-            self.error = f"provisioning: {exc}"
-            log.error("gateway not provisioned", extra={"serial": self.profile.serial, "error": str(exc)})
-            return
+    async def start_agent(self, loop: asyncio.AbstractEventLoop) -> None:
+        """In the agent worker, once the parent has provisioned this gateway: start the agent on
+        this loop; its own start-up identity step finds the verified identity and only reads it.
+        Raises what loading that identity raises."""
+        conf = await loop.run_in_executor(None, _load_identity, self.config_path)
         self.thing = conf.device.thing_name
         self.agent = Agent(conf, self.config_path)
         self.task = loop.create_task(self._run(self.agent), name=f"agent-{self.thing}")
@@ -134,6 +127,14 @@ class SimDevice:
                 where = awaiting(self.task)
                 self.error = f"agent: did not stop within {timeout_s:.0f} s (waiting in {where})"
                 log.error("gateway did not stop", extra={"thing": self.thing, "timeout_s": timeout_s, "where": where})
+
+
+def stuck_tasks(top: int = 10) -> list[dict[str, Any]]:
+    """Agents that did not stop: every task still pending, grouped by name and await chain, most
+    common first (what a stuck stop waits for; a task awaiting a future shows where it awaits)."""
+    me = asyncio.current_task()
+    counts = Counter(f"{t.get_name().split('-')[0]}: {awaiting(t)}" for t in asyncio.all_tasks() if t is not me)
+    return [{"tasks": n, "where": where} for where, n in counts.most_common(top)]
 
 
 def awaiting(task: asyncio.Task[int]) -> str:

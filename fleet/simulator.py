@@ -1,6 +1,8 @@
-"""The fleet simulator: N real agents in one process (one asyncio loop, one awscrt event-loop group)
-against the emulator it runs in-process (broker as its own mosquitto process), or against a real
-IoT Core account. Scenarios run in a fixed order on the same fleet:
+"""The fleet simulator: N real agents hosted in a few agent worker processes (``fleet/workers.py``:
+each its own asyncio loop and awscrt event-loop group, default one per CPU) against the emulator
+this process runs (broker as its own mosquitto process), or against a real IoT Core account. This
+process provisions, keeps the live view, runs the scenarios and writes the report. Scenarios run in
+a fixed order on the same fleet:
 
 cold-start -> steady -> broker-restart -> rollout -> completeness
 
@@ -12,20 +14,30 @@ import asyncio
 import concurrent.futures
 import logging
 import multiprocessing
+import os
 import resource
 import signal
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from agent import config as cfg
 from agent.config import ConnectionConfig
+from agent.identity_setup import IdentitySetupError
 from cloud.seqranges import runs
-from fleet.device import SimDevice, awaiting
-from fleet.procstat import cpu_percent, percentile, sample, threads_cpu_s
-from fleet.profiles import CURRENT_SENSORS, READINGS_PER_GATEWAY_S, Endpoint, fleet_profiles, write_config
+from fleet.device import provision_identity
+from fleet.procstat import Sample, cpu_percent, percentile, sample, threads_cpu_s
+from fleet.profiles import (
+    CURRENT_SENSORS,
+    READINGS_PER_GATEWAY_S,
+    DeviceProfile,
+    Endpoint,
+    fleet_profiles,
+    write_config,
+)
+from fleet.workers import AgentWorker, DeviceState, WorkerDied, start_workers
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +46,12 @@ EMULATOR_ONLY = ("broker-restart", "rollout")
 FLEET_GROUP = "methane-fleet"
 STOP_WAVE = 50  # agents asked to stop at once at the end of the run
 EMULATOR_THREADS = "emulator-"  # the name prefix of every thread the in-process emulator starts
+POLL_S = 0.5  # how often a wait asks the workers for their agents' state
+
+
+def default_agent_workers() -> int:
+    """One agent worker per CPU this process may run on."""
+    return max(1, len(os.sched_getaffinity(0)))
 
 
 class SimulationError(Exception):
@@ -49,6 +67,7 @@ class Options:
     emulator_dir: Path | None = None
     aws: Endpoint | None = None
     provision_parallel: int = 4
+    agent_workers: int = field(default_factory=default_agent_workers)
     batch_max_age_s: float = 60.0
     max_reconnect_delay_ms: int = 30_000
     min_reconnect_delay_ms: int | None = None  # None: the agent's default
@@ -63,6 +82,45 @@ class Options:
 
 
 @dataclass
+class DeviceView:
+    """The parent's view of one gateway: what it provisioned itself, plus the agent's state as its
+    worker last reported it."""
+
+    index: int
+    profile: DeviceProfile
+    config_path: Path
+    worker: AgentWorker
+    thing: str | None = None
+    started: bool = False
+    provision_s: float | None = None
+    error: str | None = None
+    committed: int = 0
+    state: DeviceState | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.state is not None and self.state.connected
+
+    @property
+    def acked(self) -> int:
+        return self.state.acked if self.state is not None else 0
+
+    @property
+    def produced(self) -> int:
+        return self.state.produced if self.state is not None else 0
+
+    @property
+    def errors(self) -> int:
+        return self.state.errors if self.state is not None else int(self.error is not None)
+
+    def last_connected_wall(self) -> float | None:
+        return self.state.last_connected_wall if self.state is not None else None
+
+    def spooled(self) -> int:
+        return self.state.spooled if self.state is not None else 0
+
+
+@dataclass
 class Progress:
     """The live view's numbers, refreshed every ``progress_s``."""
 
@@ -70,7 +128,7 @@ class Progress:
     last_produced: int = 0
     last_t: float = field(default_factory=time.monotonic)
 
-    def line(self, phase: str, devices: list[SimDevice], n: int) -> str:
+    def line(self, phase: str, devices: list[DeviceView], n: int) -> str:
         now = time.monotonic()
         produced = sum(d.produced for d in devices)
         rate = (produced - self.last_produced) / max(1e-6, now - self.last_t)
@@ -108,6 +166,8 @@ class FleetSimulator:
                                   "or create jobs through its admin API)")
         if opts.devices < 1:
             raise SimulationError("--devices must be at least 1")
+        if opts.agent_workers < 1:
+            raise SimulationError("--agent-workers must be at least 1")
         min_ms = opts.min_reconnect_delay_ms or ConnectionConfig.model_fields["min_reconnect_delay_ms"].default
         if min_ms > opts.max_reconnect_delay_ms:
             raise SimulationError(f"the first reconnect window ({min_ms} ms) exceeds --max-reconnect-delay-ms "
@@ -116,7 +176,8 @@ class FleetSimulator:
         self.out = out
         self.emu: Any = None
         self.recorder: Any = None
-        self.devices: list[SimDevice] = []
+        self.devices: list[DeviceView] = []
+        self.workers: list[AgentWorker] = []
         self.report: dict[str, Any] = {"devices": opts.devices, "scenarios": {}}
         self.progress = Progress(out)
         self.phase = "starting"
@@ -155,11 +216,13 @@ class FleetSimulator:
     async def _run(self, endpoint: Endpoint) -> dict[str, Any]:
         o = self.opts
         profiles = fleet_profiles(o.devices, o.seed, o.legacy_fraction)
+        self.workers = start_workers(min(o.agent_workers, o.devices), o.log_level)
+        self.report["agent_workers"] = len(self.workers)
         for p in profiles:
             path = write_config(p, o.workdir / p.serial, endpoint, batch_max_age_s=o.batch_max_age_s,
                                 max_reconnect_delay_ms=o.max_reconnect_delay_ms, log_level=o.log_level,
                                 min_reconnect_delay_ms=o.min_reconnect_delay_ms)
-            self.devices.append(SimDevice(p, path))
+            self.devices.append(DeviceView(p.index, p, path, self.workers[len(self.devices) % len(self.workers)]))
         ticker = asyncio.get_running_loop().create_task(self._ticker())
         base = sample()
         try:
@@ -170,34 +233,64 @@ class FleetSimulator:
                 await self._broker_restart()
             if "rollout" in o.scenarios:
                 await self._rollout()
+            await self._refresh()
             self.report["publishing"] = sum(d.acked > 0 for d in self.devices)
             await self._completeness()
+        except WorkerDied as exc:
+            raise SimulationError(str(exc)) from exc
         finally:
             self.phase = "stopping"
-            # In waves: each agent's last spool commit, fold and clean-shutdown mark run on this one
-            # loop, so 1,000 stops requested at once finish one after another, and a fixed
-            # did-not-stop timeout would fire for agents that were only queued behind the others.
-            for i in range(0, len(self.devices), STOP_WAVE):
-                await asyncio.gather(*(d.stop() for d in self.devices[i:i + STOP_WAVE]), return_exceptions=True)
             ticker.cancel()
-            if any(d.error and "did not stop" in d.error for d in self.devices):
-                self.report["stuck_tasks"] = stuck_tasks()
+            try:
+                await self._stop()
+            finally:
+                for w in self.workers:
+                    w.close()
         self.report["baseline_rss_mb"] = round(base.rss_mb, 1)
         self.report["errors"] = [d.error for d in self.devices if d.error][:20]
         return self.report
 
+    async def _stop(self) -> None:
+        """Every worker stops its agents (in waves of ``STOP_WAVE``; an agent not stopped 120 s
+        after being asked is reported with where it waits) and then exits."""
+        replies = await asyncio.gather(*(w.call("stop", 120.0, STOP_WAVE) for w in self.workers),
+                                       return_exceptions=True)
+        by_index = {d.index: d for d in self.devices}
+        stuck: list[dict[str, Any]] = []
+        for w, reply in zip(self.workers, replies, strict=True):
+            if isinstance(reply, BaseException):
+                log.error("agent worker did not stop cleanly", extra={"worker": w.number, "error": str(reply)})
+                continue
+            for i, err in reply["errors"].items():
+                by_index[i].error = by_index[i].error or err
+            stuck.extend({"worker": w.number, **t} for t in reply["stuck_tasks"])
+        if stuck:
+            self.report["stuck_tasks"] = stuck
+
+    async def _refresh(self) -> None:
+        """Ask every worker for its agents' state (a round trip per worker)."""
+        replies = await asyncio.gather(*(w.call("status") for w in self.workers))
+        by_index = {d.index: d for d in self.devices}
+        for states in replies:
+            for i, st in states.items():
+                by_index[i].state = st
+
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(self.opts.progress_s)
+            await self._refresh()
             print(self.progress.line(self.phase, self.devices, self.opts.devices), file=self.out, flush=True)
 
     async def _wait(self, what: str, done: Any, timeout_s: float) -> float:
-        """Poll ``done()`` every 0.1 s; the seconds it took, or SimulationError naming ``what``."""
+        """Refresh the view and poll ``done()`` every ``POLL_S``; the seconds it took, or
+        SimulationError naming ``what``."""
         t0 = time.monotonic()
+        await self._refresh()
         while not done():
             if time.monotonic() - t0 > timeout_s:
                 raise SimulationError(f"{what} did not happen within {timeout_s:.0f}s")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(POLL_S)
+            await self._refresh()
         return time.monotonic() - t0
 
     # --- 1. cold start ----------------------------------------------------------------------------
@@ -207,9 +300,9 @@ class FleetSimulator:
         t0 = time.monotonic()
         ctx = multiprocessing.get_context("spawn")  # never fork a process that runs awscrt threads
         with concurrent.futures.ProcessPoolExecutor(self.opts.provision_parallel, mp_context=ctx) as pool:
-            await asyncio.gather(*(d.start(loop, pool) for d in self.devices))
+            await asyncio.gather(*(self._start(d, loop, pool) for d in self.devices))
         provisioned_s = time.monotonic() - t0
-        ok = [d for d in self.devices if d.agent is not None]
+        ok = [d for d in self.devices if d.started]
         self.report["provisioned"] = len(ok)
         times = [d.provision_s for d in ok if d.provision_s is not None]
         connected_s = None
@@ -228,35 +321,57 @@ class FleetSimulator:
             "parallel": self.opts.provision_parallel,
         }
 
+    async def _start(self, d: DeviceView, loop: asyncio.AbstractEventLoop,
+                     pool: concurrent.futures.Executor) -> None:
+        """Provision in ``pool`` (processes: key generation, TLS set-up and the claim exchange hold
+        the GIL long enough to starve a loop), then have the gateway's worker start its agent."""
+        try:
+            d.provision_s = await loop.run_in_executor(pool, provision_identity, str(d.config_path))
+        except (IdentitySetupError, cfg.ConfigError, OSError) as exc:
+            d.error = f"provisioning: {exc}"
+            log.error("gateway not provisioned", extra={"serial": d.profile.serial, "error": str(exc)})
+            return
+        reply = await d.worker.call("start", d.index, d.profile, str(d.config_path))
+        d.thing, d.error = reply["thing"], reply["error"]
+        d.started = d.error is None
+
     # --- 2. steady state ------------------------------------------------------------------------
     async def _steady(self) -> None:
         self.phase = "steady"
-        live = [d for d in self.devices if d.agent is not None]
+        live = [d for d in self.devices if d.started]
         publishing_s = await self._wait("every gateway publishing", lambda: all(d.acked > 0 for d in live),
                                         self.opts.batch_max_age_s * 2 + 60)
         broker_pid = self._broker_pid()
-        a0, b0, e0 = sample(), sample(broker_pid) if broker_pid else None, threads_cpu_s(EMULATOR_THREADS)
+        await self._refresh()
         p0 = sum(d.produced for d in live)
+        a0, w0, b0, e0 = self._costs(broker_pid)
         await asyncio.sleep(self.opts.duration_s)
-        a1, b1, e1 = sample(), sample(broker_pid) if broker_pid else None, threads_cpu_s(EMULATOR_THREADS)
+        await self._refresh()
         p1 = sum(d.produced for d in live)
+        a1, w1, b1, e1 = self._costs(broker_pid)
         n = max(1, len(live))
+        wall = max(1e-9, a1.wall - a0.wall)
+        # The agents are the workers, summed; this process holds the in-process emulator's
+        # services and telemetry recorder (the cloud side, on its emulator-* threads) and the
+        # simulator's own view and scenarios: reported apart, not charged to the gateways.
+        worker_cpu = [cpu_percent(x, y) for x, y in zip(w0, w1, strict=True)]
+        agent_cpu = sum(worker_cpu)
+        agent_rss = sum(w.rss_mb for w in w1)
         process_cpu = cpu_percent(a0, a1)
-        # The in-process emulator's services and telemetry recorder (the cloud side) run on their
-        # own threads in this process: their CPU is reported apart, not charged to the gateways.
-        emulator_cpu = 100.0 * (e1 - e0) / max(1e-9, a1.wall - a0.wall)
-        agent_cpu = max(0.0, process_cpu - emulator_cpu)
+        emulator_cpu = 100.0 * (e1 - e0) / wall
         self.report["cpu_percent_per_device"] = round(agent_cpu / n, 4)
-        self.report["rss_mb_per_device"] = round(a1.rss_mb / n, 3)
+        self.report["rss_mb_per_device"] = round(agent_rss / n, 3)
         steady: dict[str, Any] = {
-            "window_s": round(a1.wall - a0.wall, 1), "all_publishing_after_s": round(publishing_s, 1),
-            "readings_per_s": round((p1 - p0) / (a1.wall - a0.wall), 1),
+            "window_s": round(wall, 1), "all_publishing_after_s": round(publishing_s, 1),
+            "readings_per_s": round((p1 - p0) / wall, 1),
             "readings_per_s_expected": len(live) * READINGS_PER_GATEWAY_S,
-            "process_cpu_percent": round(process_cpu, 2), "emulator_threads_cpu_percent": round(emulator_cpu, 2),
-            "agent_cpu_percent": round(agent_cpu, 2), "agent_process_rss_mb": round(a1.rss_mb, 1),
+            "agent_workers": len(self.workers), "agent_worker_cpu_percent": [round(c, 2) for c in worker_cpu],
+            "agent_cpu_percent": round(agent_cpu, 2), "agent_process_rss_mb": round(agent_rss, 1),
+            "simulator_process_cpu_percent": round(process_cpu, 2), "simulator_process_rss_mb": round(a1.rss_mb, 1),
+            "emulator_threads_cpu_percent": round(emulator_cpu, 2),
             # CPU per reading is what a starved run (fewer readings than the fleet should make:
-            # a loaded machine, or more gateways than one process can drive) still measures right.
-            "agent_cpu_us_per_reading": round(agent_cpu / 100 * 1e6 / max(1.0, (p1 - p0) / (a1.wall - a0.wall)), 1),
+            # a loaded machine, or more gateways than the workers can drive) still measures right.
+            "agent_cpu_us_per_reading": round(agent_cpu / 100 * 1e6 / max(1.0, (p1 - p0) / wall), 1),
         }
         if b0 is not None and b1 is not None:
             broker_cpu = cpu_percent(b0, b1)
@@ -264,6 +379,11 @@ class FleetSimulator:
             self.report["broker_cpu_percent_per_device"] = round(broker_cpu / n, 4)
             self.report["broker_rss_mb_per_device"] = round(b1.rss_mb / n, 3)
         self.report["scenarios"]["steady"] = steady
+
+    def _costs(self, broker_pid: int | None) -> tuple[Sample, list[Sample], Sample | None, float]:
+        """This process, each agent worker, mosquitto, and the emulator threads' CPU seconds."""
+        return (sample(), [sample(w.pid) for w in self.workers], sample(broker_pid) if broker_pid else None,
+                threads_cpu_s(EMULATOR_THREADS))
 
     def _broker_pid(self) -> int | None:
         broker = getattr(self.emu, "broker", None)
@@ -273,14 +393,14 @@ class FleetSimulator:
     # --- 3. broker restart ------------------------------------------------------------------------
     async def _broker_restart(self) -> None:
         self.phase = "broker-restart"
-        live = [d for d in self.devices if d.agent is not None]
+        live = [d for d in self.devices if d.started]
         before = {id(d): d.last_connected_wall() for d in live}
         # The emulator keeps devices out until its recorder and services are back: "back" is when
         # the broker admits devices again.
         await asyncio.to_thread(self.emu.restart_broker, self.opts.outage_s)
         back = time.time()
 
-        def reconnected(d: SimDevice) -> bool:
+        def reconnected(d: DeviceView) -> bool:
             t = d.last_connected_wall()
             return d.connected and t is not None and t != before[id(d)]
 
@@ -309,7 +429,7 @@ class FleetSimulator:
         self.phase = "rollout"
         assert self.opts.emulator_dir is not None
         admin = Admin(self.opts.emulator_dir)
-        n = sum(d.agent is not None for d in self.devices)
+        n = sum(d.started for d in self.devices)
         min_executed = max(2, n // 20)
         document = {"action": "config-update",
                     "params": {"patch": {"sensors": {CURRENT_SENSORS[0]: {"enabled": True, "interval_s": 1.0}}}}}
@@ -336,7 +456,7 @@ class FleetSimulator:
             await asyncio.sleep(0.5)
         doc = state["doc"]
         counts = doc["executionCounts"]
-        legacy = sum(d.profile.legacy for d in self.devices if d.agent is not None)
+        legacy = sum(d.profile.legacy for d in self.devices if d.started)
         self.report["scenarios"]["rollout"] = {
             "job_id": job_id, "status": doc["status"], "reason_code": doc.get("reasonCode"),
             "targets": len(doc["targets"]), "notified": doc.get("notified"), "execution_counts": counts,
@@ -350,8 +470,11 @@ class FleetSimulator:
     # --- 5. completeness --------------------------------------------------------------------------
     async def _completeness(self) -> None:
         self.phase = "completeness"
-        live = [d for d in self.devices if d.agent is not None]
-        await asyncio.gather(*(d.drain(0.1) for d in live))
+        live = [d for d in self.devices if d.started]
+        by_index = {d.index: d for d in live}
+        for committed_by_index in await asyncio.gather(*(w.call("drain", 0.1) for w in self.workers)):
+            for i, seq in committed_by_index.items():
+                by_index[i].committed = seq
         try:
             await self._wait("every spool empty", lambda: all(d.spooled() == 0 for d in live), 120 + len(live) * 0.3)
         except SimulationError as exc:
@@ -363,13 +486,16 @@ class FleetSimulator:
         # the gateway's next connection; it is counted in left_in_spools.
         lost = spooled = 0
         if self.recorder is not None:
+            waiting_by_index: dict[int, list[int]] = {}
+            for seqs in await asyncio.gather(*(w.call("spooled") for w in self.workers)):
+                waiting_by_index.update(seqs)
             await asyncio.to_thread(self.recorder.flush, 30.0)
             received = duplicates = 0
             with_gaps: dict[str, Any] = {}
             for d in live:
                 assert d.thing is not None
                 got = {s for s in await asyncio.to_thread(self.recorder.received, d.thing) if 1 <= s <= d.committed}
-                waiting = d.spooled_seqs() - got
+                waiting = set(waiting_by_index.get(d.index, ())) - got
                 missing = set(range(1, d.committed + 1)) - got - waiting
                 received += len(got)
                 spooled += len(waiting)
@@ -388,14 +514,6 @@ class FleetSimulator:
         self.report["readings_lost"] = lost
         out.update(committed=committed, received=received, lost=lost, left_in_spools=spooled)
         self.report["scenarios"]["completeness"] = out
-
-
-def stuck_tasks(top: int = 10) -> list[dict[str, Any]]:
-    """Agents that did not stop: every task still pending, grouped by name and await chain, most
-    common first (what a stuck stop waits for; a task awaiting a future shows where it awaits)."""
-    me = asyncio.current_task()
-    counts = Counter(f"{t.get_name().split('-')[0]}: {awaiting(t)}" for t in asyncio.all_tasks() if t is not me)
-    return [{"tasks": n, "where": where} for where, n in counts.most_common(top)]
 
 
 def opts_fds(devices: int) -> int:

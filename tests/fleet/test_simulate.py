@@ -25,7 +25,7 @@ def test_small_fleet_runs_every_scenario(tmp_path):
     emu_dir, report = tmp_path / "emu", tmp_path / "report.json"
     proc = subprocess.run(
         [sys.executable, "-m", "agent", "fleet", "simulate", "--emulator-dir", str(emu_dir), "--devices", str(N),
-         "--duration", "3", "--batch-max-age", "2", "--outage", "2",
+         "--duration", "3", "--agent-workers", "2", "--batch-max-age", "2", "--outage", "2",
          "--min-reconnect-delay-ms", "500", "--max-reconnect-delay-ms", "4000",
          "--rollout-per-minute", "300", "--legacy-fraction", "0.2", "--progress", "2", "--report", str(report)],
         cwd=ROOT, capture_output=True, text=True, timeout=400,
@@ -36,6 +36,13 @@ def test_small_fleet_runs_every_scenario(tmp_path):
     assert r["readings_committed"] >= N * 8 * 3 and r["readings_lost"] == 0
     assert r["readings_received"] == r["readings_committed"]
     assert r["cpu_percent_per_device"] > 0 and r["rss_mb_per_device"] > 0
+    # The agents ran in two worker processes, ten each; their costs are the workers' sum, and the
+    # per-gateway figures are that sum (not this process, which holds the emulator) over N.
+    steady = r["scenarios"]["steady"]
+    assert r["agent_workers"] == 2 and len(steady["agent_worker_cpu_percent"]) == 2
+    assert all(c > 0 for c in steady["agent_worker_cpu_percent"])
+    assert r["cpu_percent_per_device"] == pytest.approx(steady["agent_cpu_percent"] / N, abs=1e-3)
+    assert r["rss_mb_per_device"] == pytest.approx(steady["agent_process_rss_mb"] / N, abs=0.01)
     assert r["broker_cpu_percent_per_device"] >= 0 and r["broker_rss_mb_per_device"] > 0
     sc = r["scenarios"]
     assert sc["cold-start"]["provisioned"] == N and sc["cold-start"]["provision_p95_s"] is not None
@@ -73,6 +80,8 @@ def test_bad_arguments_are_refused_with_a_reason(tmp_path):
     assert p.returncode == 2 and "need the emulator" in p.stderr
     p = run("--devices", "2", "--endpoint", "example.com")
     assert p.returncode == 2 and "--claim-cert" in p.stderr
+    p = run("--devices", "2", "--emulator-dir", str(tmp_path / "e"), "--agent-workers", "0")
+    assert p.returncode == 2 and "--agent-workers" in p.stderr
     # The agent's first reconnect window (10 s) cannot exceed the bound given: said before any gateway starts.
     p = run("--devices", "2", "--emulator-dir", str(tmp_path / "e"), "--max-reconnect-delay-ms", "4000")
     assert p.returncode == 2 and "--min-reconnect-delay-ms" in p.stderr
