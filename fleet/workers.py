@@ -50,8 +50,7 @@ def worker_main(conn: multiprocessing.connection.Connection, log_level: str) -> 
     """The worker process: Ctrl-C goes to the parent, which stops the workers itself (or they see
     the pipe close and end)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=log_level)
-    logging.getLogger().setLevel(log_level)
+    logging.getLogger().setLevel(log_level)  # as in the simulator process: no handler of its own
     asyncio.run(_serve(conn))
 
 
@@ -61,13 +60,10 @@ async def _serve(conn: multiprocessing.connection.Connection) -> None:
     while True:
         try:
             msg = await loop.run_in_executor(None, conn.recv)
-        except EOFError:  # the parent went away: nothing left to report to
-            msg = ("stop", 30.0, 50)
-            conn = None  # type: ignore[assignment]
-        reply = await _handle(msg, devices, loop)
-        if conn is None:
+        except EOFError:  # the parent went away: stop the agents cleanly, nobody to report to
+            await _handle(("stop", 30.0, 50), devices, loop)
             return
-        conn.send(reply)
+        conn.send(await _handle(msg, devices, loop))
         if msg[0] == "stop":
             conn.close()
             return
