@@ -404,6 +404,15 @@ def watch(pid: int, seconds: float, warmup_s: float) -> dict[str, Any]:
     }
 
 
+def connection_info(emu: Any) -> dict[str, Any]:
+    """The device's connection settings from a running emulator, as ``agent_steady`` takes them."""
+    i = emu.info
+    if i is None:
+        raise SystemExit("the emulator started without writing its info")
+    return {"endpoint": i.endpoint, "port": i.port, "ca_file": str(i.ca_file),
+            "cert_file": str(i.device.cert_file), "key_file": str(i.device.key_file)}
+
+
 def agent_steady(work: Path, info: dict[str, Any], seconds: float,
                  python_args: tuple[str, ...] | list[str] = ("-m", "agent")) -> dict[str, Any]:
     a = AgentProcess(work, info, python_args=python_args)
@@ -541,11 +550,7 @@ def main() -> None:
         drain_tpl = work / "tpl" / "spool.db"
         report["drain_spool"] = fill_spool(drain_tpl, n_drain)
         with Emulator(work / "emu", thing=THING) as emu:
-            i = emu.info
-            if i is None:
-                raise SystemExit("the emulator started without writing its info")
-            info = {"endpoint": i.endpoint, "port": i.port, "ca_file": str(i.ca_file),
-                    "cert_file": str(i.device.cert_file), "key_file": str(i.device.key_file)}  # fmt: skip
+            info = connection_info(emu)
             broker_pid = int((work / "emu" / "broker" / "mosquitto.pid").read_text().strip())
 
             def measured(kind: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.bench_e2e import THING, agent_steady
+from bench.bench_e2e import THING, agent_steady, connection_info
 from bench.footprint_probe import not_in_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,11 +125,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-footprint-") as tmp:
         work = Path(tmp)
         with Emulator(work / "emu", thing=THING) as emu:
-            i = emu.info
-            if i is None:
-                raise SystemExit("the emulator started without writing its info")
-            info = {"endpoint": i.endpoint, "port": i.port, "ca_file": str(i.ca_file),
-                    "cert_file": str(i.device.cert_file), "key_file": str(i.device.key_file)}  # fmt: skip
+            info = connection_info(emu)
             os.environ["FOOTPRINT_MODULES_OUT"] = str(work / "modules.json")
             agent = agent_steady(work / "agent", info, seconds, ["-m", PROBE])
             naive = agent_steady(work / "naive", info, seconds, ["-m", EAGER])
